@@ -1,0 +1,39 @@
+"""se_multi: Squeeze-and-Excitation networks on every array backend.
+
+One definition of SE (Hu et al.), sSE and scSE (Roy et al.) and the models built
+from them, run op by op on NumPy (the float64-capable reference), PyTorch, MLX and
+CuPy. ``import se_multi`` imports no framework; a backend imports its own when it
+is first used.
+"""
+
+from __future__ import annotations
+
+from se_multi.backend import Backend, BackendUnavailable, GraphBackend
+from se_multi.dispatch import available_backends, backend_status, get_backend, to_numpy
+
+__version__ = "0.1.0"
+
+# Heavier parts of the API load on first use (PEP 562), keeping `import se_multi` light.
+_LAZY = {
+    "create_model": "se_multi.models",
+    "list_models": "se_multi.models",
+    "Model": "se_multi.models",
+    "load_checkpoint": "se_multi.checkpoint",
+    "preprocess": "se_multi.preprocess",
+    "model_info": "se_multi.info",
+    "export_onnx": "se_multi.onnx_export",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'se_multi' has no attribute {name!r}")
+
+
+__all__ = [
+    "Backend", "BackendUnavailable", "GraphBackend", "available_backends", "backend_status",
+    "get_backend", "to_numpy", *_LAZY,
+]

@@ -1,0 +1,5 @@
+import sys
+
+from se_multi.cli import main
+
+sys.exit(main())

@@ -1,0 +1,113 @@
+"""Model registry and :func:`create_model`.
+
+A model family module (``resnet.py``, ``mobilenet.py``, ``unet.py``) decorates
+its builders with :func:`register_model`. A builder takes keyword options
+(``num_classes``, ``reduction``, ...) and returns an unbound
+:class:`se_multi.nn.Module` whose parameters are declared in the model's *native*
+checkpoint layout (the timm layout where timm has the model). Builders never
+touch arrays; :func:`create_model` resolves weights, binds them on the backend
+and wraps the result in a :class:`Model`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+import numpy as np
+
+from se_multi.dispatch import get_backend, to_numpy
+from se_multi.nn import Module
+
+_REGISTRY: dict[str, Callable[..., Module]] = {}
+#: modules whose import registers models
+_FAMILIES = ("se_multi.models.resnet", "se_multi.models.mobilenet", "se_multi.models.unet")
+
+
+def register_model(fn: Callable[..., Module]) -> Callable[..., Module]:
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def _load_families() -> None:
+    for mod in _FAMILIES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+
+
+def list_models() -> list[str]:
+    _load_families()
+    return sorted(_REGISTRY)
+
+
+def build_model(name: str, **kwargs) -> Module:
+    """The unbound module for ``name`` (declared parameters, no weights)."""
+    _load_families()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    return _REGISTRY[name](**kwargs)
+
+
+class Model:
+    """A bound model: ``model(x)`` takes NCHW (NumPy or the backend's native array) and
+    returns the output in the backend's native type (logits N x K, or N x K x H x W)."""
+
+    def __init__(self, name: str, module: Module, ops, in_chans: int = 3):
+        self.name, self.module, self.ops, self.in_chans = name, module, ops, in_chans
+
+    backend = property(lambda self: self.ops)
+    dtype = property(lambda self: self.ops.dtype)
+
+    def check_input(self, x: Any) -> None:
+        """Reject what would otherwise give a silent wrong answer or a backend traceback."""
+        shape = tuple(getattr(x, "shape", ()))
+        if len(shape) != 4:
+            raise ValueError(f"{self.name}: expected a 4-D NCHW array (N, {self.in_chans}, H, W); got shape {shape}")
+        if shape[1] != self.in_chans:
+            hint = " (it looks NHWC: transpose with x.transpose(0, 3, 1, 2))" if shape[-1] == self.in_chans else ""
+            raise ValueError(f"{self.name}: expected NCHW with {self.in_chans} channels; got shape {shape}{hint}")
+        dtype = str(getattr(x, "dtype", ""))
+        if not any(t in dtype for t in ("float", "half")):
+            raise TypeError(f"{self.name}: expected a floating-point array; got dtype {dtype}")
+        if isinstance(x, np.ndarray) and not np.isfinite(x).all():
+            # checked for NumPy inputs only: checking a device array would force a sync per call
+            raise ValueError(f"{self.name}: input contains NaN or Inf")
+
+    def __call__(self, x: Any) -> Any:
+        self.check_input(x)
+        return self.ops.output(self.module(self.ops, self.ops.input(x)))
+
+    def predict_numpy(self, x: Any) -> np.ndarray:
+        return to_numpy(self(x))
+
+    def __repr__(self) -> str:
+        return f"<Model {self.name!r} on {self.ops!r}, {self.module.num_params() / 1e6:.2f}M params>"
+
+
+def create_model(name: str, weights: str | None = None, backend: Any = "auto", dtype: str = "float32",
+                 device: str | None = None, num_classes: int | None = None, seed: int = 0, **kwargs) -> Model:
+    """Build ``name``, load ``weights`` and bind it on ``backend``.
+
+    ``weights``: ``None`` (deterministic seeded weights, the offline default), a checkpoint
+    path (``.safetensors``, ``.npz``, ``.pth``/``.pt``), or a hub id such as
+    ``timm/seresnet50.a1_in1k`` (needs the ``hub`` extra and a network).
+    """
+    from se_multi import checkpoint
+    from se_multi.init import recipe_state
+
+    if weights is None:
+        module = build_model(name, num_classes=num_classes, **kwargs)
+        specs = module.param_specs()
+        state = recipe_state(((k, s.shape, s.kind) for k, s in specs.items()), seed=seed)
+    else:
+        state, layout_opts = checkpoint.load_for_model(name, weights)
+        if num_classes is None:
+            num_classes = checkpoint.infer_num_classes(name, state)
+        module = build_model(name, num_classes=num_classes, **layout_opts, **kwargs)
+    ops = get_backend(backend, dtype=dtype, device=device)
+    module.bind(state, ops)
+    return Model(name, module, ops)

@@ -1,0 +1,343 @@
+"""Modules and the SE blocks, defined once for every backend.
+
+A :class:`Module` declares its parameters by checkpoint name, shape and kind
+(the same kinds as the parity manifests: ``weight``, ``bias``, ``bn_weight``,
+``bn_bias``, ``bn_running_mean``, ``bn_running_var``). Declaring is all a model
+does at construction: no arrays exist until :meth:`Module.bind` receives a
+NumPy state dict, folds BatchNorm into the preceding conv once (float64), and
+hands each folded tensor to the backend's :meth:`~se_multi.backend.Backend.param`.
+``forward(ops, x)`` then calls ops only.
+
+Because parameters are declared with shapes, a model can be inspected (parameter
+counts, key lists) without any weights, and the shape-only "backends" used for
+complexity counting and ONNX export run the same ``forward``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from se_multi import reference as ref
+
+#: running statistics and counters: in a checkpoint, but not learnable parameters
+BUFFER_KINDS = ("bn_running_mean", "bn_running_var")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    shape: tuple[int, ...]
+    kind: str
+    se: bool = False  # belongs to an SE / sSE / scSE block (for the SE share of params)
+
+
+class Module:
+    """Base class. Child modules assigned as attributes are registered under that name;
+    a module with ``flat = True`` (a conv+BN group) adds its params to its parent's namespace
+    under the names it was given, as timm's checkpoints do (``conv1.weight``, ``bn1.weight``)."""
+
+    flat = False
+    is_se = False
+
+    def __init__(self):
+        object.__setattr__(self, "_specs", {})
+        object.__setattr__(self, "_children", {})
+
+    def __setattr__(self, name, value):
+        if isinstance(value, Module):
+            self._children[name] = value
+        object.__setattr__(self, name, value)
+
+    def declare(self, name: str, shape, kind: str) -> None:
+        self._specs[name] = ParamSpec(tuple(int(s) for s in shape), kind)
+
+    # -- traversal ------------------------------------------------------------------
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        yield prefix, self
+        for name, child in self._children.items():
+            yield from child.named_modules(prefix if child.flat else f"{prefix}{name}.")
+
+    def _walk(self, prefix: str = "", in_se: bool = False):
+        in_se = in_se or self.is_se
+        yield prefix, self, in_se
+        for name, child in self._children.items():
+            yield from child._walk(prefix if child.flat else f"{prefix}{name}.", in_se)
+
+    def param_specs(self) -> dict[str, ParamSpec]:
+        """Every declared tensor by full checkpoint name, in declaration order; ``se`` marks
+        tensors inside an SE / sSE / scSE block."""
+        return {prefix + name: ParamSpec(spec.shape, spec.kind, in_se)
+                for prefix, module, in_se in self._walk() for name, spec in module._specs.items()}
+
+    def num_params(self) -> int:
+        """Learnable parameters as checkpoints count them (running statistics excluded)."""
+        return sum(int(np.prod(s.shape)) for s in self.param_specs().values() if s.kind not in BUFFER_KINDS)
+
+    # -- weights --------------------------------------------------------------------
+    def bind(self, state: dict[str, np.ndarray], ops) -> "Module":
+        """Check ``state`` strictly against the declared specs, fold, convert with ``ops``."""
+        check_state(self.param_specs(), state)
+        for prefix, module in self.named_modules():
+            local = {name: np.asarray(state[prefix + name]) for name in module._specs}
+            module._bind(local, ops)
+        return self
+
+    def _bind(self, local: dict[str, np.ndarray], ops) -> None:
+        """Turn this module's own checkpoint tensors into backend arrays (override)."""
+
+    def forward(self, ops, x):
+        raise NotImplementedError
+
+    def __call__(self, ops, x):
+        return self.forward(ops, x)
+
+
+class StateDictError(ValueError):
+    """A checkpoint whose keys or shapes do not match the model."""
+
+
+def check_state(specs: dict[str, ParamSpec], state: dict[str, np.ndarray], what: str = "checkpoint") -> None:
+    """Raise one :class:`StateDictError` listing missing, unexpected and mis-shaped keys."""
+    ignorable = lambda k: k.endswith("num_batches_tracked")  # noqa: E731  (a training counter)
+    missing = [k for k in specs if k not in state]
+    unexpected = [k for k in state if k not in specs and not ignorable(k)]
+    misshaped = [
+        f"{k}: expected {specs[k].shape}, got {tuple(np.shape(state[k]))}"
+        for k in specs
+        if k in state and tuple(np.shape(state[k])) != specs[k].shape
+    ]
+    if missing or unexpected or misshaped:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if items:
+                more = f", ... ({len(items) - 5} more)" if len(items) > 5 else ""
+                parts.append(f"{len(items)} {label} key(s): {', '.join(items[:5])}{more}")
+        raise StateDictError(f"{what} does not match the model: " + "; ".join(parts))
+
+
+class Sequential(Module):
+    """Children named ``0``, ``1``, ... as ``nn.Sequential`` names them."""
+
+    def __init__(self, *modules: Module):
+        super().__init__()
+        for i, m in enumerate(modules):
+            setattr(self, str(i), m)
+        object.__setattr__(self, "layers", list(modules))
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def forward(self, ops, x):
+        for m in self.layers:
+            x = m(ops, x)
+        return x
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
+
+
+def same_padding(kernel: int, stride: int = 1, dilation: int = 1) -> int:
+    """PyTorch-style symmetric padding that keeps the size at stride 1 (``((s-1) + d(k-1)) // 2``)."""
+    return ((stride - 1) + dilation * (kernel - 1)) // 2
+
+
+class ConvNormAct(Module):
+    """Conv (+ BatchNorm, folded at load) (+ activation), checkpoint names given explicitly.
+
+    ``conv="conv1", bn="bn1"`` declares ``conv1.weight`` and ``bn1.{weight,bias,running_mean,running_var}``
+    in the parent's namespace; ``bn=None`` means no norm (then ``bias=True`` declares ``conv1.bias``).
+    ``padding`` is an int, an (h, w) pair or (top, bottom, left, right); default keeps the size.
+    """
+
+    flat = True
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, padding=None,
+                 dilation: int = 1, groups: int = 1, bias: bool = False, act: str | None = "relu",
+                 conv: str = "conv", bn: str | None = "bn", eps: float = 1e-5):
+        super().__init__()
+        k = _pair(kernel_size)
+        self.in_chs, self.out_chs, self.kernel = in_chs, out_chs, k
+        self.stride, self.dilation, self.groups = _pair(stride), _pair(dilation), groups
+        if padding is None:
+            padding = (same_padding(k[0], 1, self.dilation[0]), same_padding(k[1], 1, self.dilation[1]))
+        if np.isscalar(padding):
+            padding = (padding, padding)
+        if len(padding) == 2:
+            padding = (padding[0], padding[0], padding[1], padding[1])
+        self.padding = tuple(int(p) for p in padding)
+        self.act, self.conv_name, self.bn_name, self.eps, self.has_bias = act, conv, bn, eps, bias
+        if in_chs % groups or out_chs % groups:
+            raise ValueError(f"{conv}: channels {in_chs}->{out_chs} not divisible by groups={groups}")
+        self.declare(f"{conv}.weight", (out_chs, in_chs // groups, *k), "weight")
+        if bias:
+            self.declare(f"{conv}.bias", (out_chs,), "bias")
+        if bn:
+            for p, kind in (("weight", "bn_weight"), ("bias", "bn_bias"), ("running_mean", "bn_running_mean"),
+                            ("running_var", "bn_running_var")):
+                self.declare(f"{bn}.{p}", (out_chs,), kind)
+
+    def _bind(self, local, ops):
+        w = np.asarray(local[f"{self.conv_name}.weight"], np.float64)
+        b = local.get(f"{self.conv_name}.bias")
+        if self.bn_name:
+            bn = self.bn_name
+            w, b = ref.fold_batch_norm(w, b, local[f"{bn}.running_mean"], local[f"{bn}.running_var"],
+                                       local[f"{bn}.weight"], local[f"{bn}.bias"], self.eps)
+        self.w = ops.param(w, "conv")
+        self.b = None if b is None else ops.param(np.asarray(b, np.float64), "vector")
+
+    def forward(self, ops, x):
+        return ops.conv2d_act(x, self.w, self.b, self.act, self.stride, self.padding, self.dilation, self.groups)
+
+
+class Linear(Module):
+    """Fully connected layer, checkpoint names ``{name}.weight`` (out, in) and ``{name}.bias``."""
+
+    flat = True
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, name: str = "fc",
+                 act: str | None = None):
+        super().__init__()
+        self.name, self.act, self.has_bias = name, act, bias
+        self.in_features, self.out_features = in_features, out_features
+        self.declare(f"{name}.weight", (out_features, in_features), "weight")
+        if bias:
+            self.declare(f"{name}.bias", (out_features,), "bias")
+
+    def _bind(self, local, ops):
+        self.w = ops.param(np.asarray(local[f"{self.name}.weight"], np.float64), "linear")
+        b = local.get(f"{self.name}.bias")
+        self.b = None if b is None else ops.param(np.asarray(b, np.float64), "vector")
+
+    def forward(self, ops, x):
+        return ops.act(self.act, ops.linear(x, self.w, self.b))
+
+
+# =========================================================================== SE blocks
+class SqueezeExcite(Module):
+    """Channel SE (cSE, Hu et al.): squeeze -> excite (FC, act, FC, gate) -> scale.
+
+    ``rd_channels`` is the bottleneck width C_r; compute it with
+    :func:`se_multi.reference.reduced_channels` the way the checkpoint layout does.
+    ``conv_fc=True`` declares the FC weights as 1x1 convs ``(C_r, C, 1, 1)`` (timm, smp,
+    torchvision); ``False`` as linear ``(C_r, C)``. ``names`` are the two FCs' checkpoint names.
+    """
+
+    is_se = True
+
+    def __init__(self, channels: int, rd_channels: int, bias: bool = True, act: str = "relu",
+                 gate: str = "sigmoid", names=("fc1", "fc2"), conv_fc: bool = True):
+        super().__init__()
+        self.channels, self.rd_channels, self.act, self.gate, self.names = channels, rd_channels, act, gate, names
+        tail = (1, 1) if conv_fc else ()
+        self.declare(f"{names[0]}.weight", (rd_channels, channels, *tail), "weight")
+        if bias:
+            self.declare(f"{names[0]}.bias", (rd_channels,), "bias")
+        self.declare(f"{names[1]}.weight", (channels, rd_channels, *tail), "weight")
+        if bias:
+            self.declare(f"{names[1]}.bias", (channels,), "bias")
+
+    def _bind(self, local, ops):
+        def fc(name, rows):
+            w = np.asarray(local[f"{name}.weight"], np.float64).reshape(rows, -1)
+            b = local.get(f"{name}.bias")
+            return ops.param(w, "linear"), None if b is None else ops.param(np.asarray(b, np.float64), "vector")
+
+        self.w1, self.b1 = fc(self.names[0], self.rd_channels)
+        self.w2, self.b2 = fc(self.names[1], self.channels)
+
+    def gates(self, ops, x):
+        """The per-channel gates s (N, C): squeeze, then excite."""
+        return ops.excite(ops.squeeze(x), self.w1, self.b1, self.w2, self.b2, self.act, self.gate)
+
+    def forward(self, ops, x):
+        return ops.scale(x, self.gates(ops, x))
+
+
+class SpatialSE(Module):
+    """Spatial SE (sSE, Roy et al.): 1x1 conv C -> 1 with bias, sigmoid, pixel-wise scale."""
+
+    is_se = True
+
+    def __init__(self, channels: int, name: str = "conv"):
+        super().__init__()
+        self.name = name
+        self.declare(f"{name}.weight", (1, channels, 1, 1), "weight")
+        self.declare(f"{name}.bias", (1,), "bias")
+
+    def _bind(self, local, ops):
+        self.w = ops.param(np.asarray(local[f"{self.name}.weight"], np.float64), "conv")
+        self.b = ops.param(np.asarray(local[f"{self.name}.bias"], np.float64), "vector")
+
+    def gates(self, ops, x):
+        """The per-pixel gate q: a one-channel map."""
+        return ops.spatial_gate(x, self.w, self.b)
+
+    def forward(self, ops, x):
+        return ops.mul_pixel(x, self.gates(ops, x))
+
+
+class SCSE(Module):
+    """Concurrent spatial and channel SE: ``x*cSE(x) + x*sSE(x)`` (or the element-wise max).
+
+    Default checkpoint names follow segmentation-models-pytorch's ``SCSEModule``:
+    ``cSE.1`` / ``cSE.3`` (the two 1x1 convs with bias) and ``sSE.0``.
+    """
+
+    is_se = True
+
+    def __init__(self, channels: int, reduction: int = 16, mode: str = "add",
+                 cse_names=("cSE.1", "cSE.3"), sse_name: str = "sSE.0", rd_channels: int | None = None):
+        super().__init__()
+        if mode not in ("add", "max"):
+            raise ValueError(f"scSE mode must be 'add' or 'max'; got {mode!r}")
+        self.mode = mode
+        rd = rd_channels or ref.reduced_channels(channels, reduction)
+        cse = SqueezeExcite(channels, rd, bias=True, names=cse_names)
+        sse = SpatialSE(channels, name=sse_name)
+        cse.flat = sse.flat = True  # smp names them cSE.* and sSE.* directly under the block
+        self.cse, self.sse = cse, sse
+
+    def forward(self, ops, x):
+        return ops.scse(x, self.cse.gates(ops, x), self.sse.gates(ops, x), self.mode)
+
+
+# =========================================================================== residual integration
+#: where SE sits in a residual unit (SENet paper, Fig. 5 and Table 14)
+SE_INTEGRATIONS = ("standard", "pre", "post", "identity", "conv3x3")
+
+
+def residual_unit(ops, x, branch, shortcut, se, integration: str = "standard"):
+    """One residual unit with SE placed as the SENet paper's ablation defines it.
+
+    ``branch(ops, x)`` is the residual branch (without its final ReLU), ``shortcut`` the
+    projection (``None`` = identity), ``se`` a :class:`SqueezeExcite` or ``None``.
+
+    - ``standard``: ``relu(se(branch(x)) + shortcut(x))`` (one fused scale+add+ReLU);
+    - ``pre``: SE before the unit: ``x' = se(x)``; ``relu(branch(x') + shortcut(x'))``;
+    - ``post``: SE after the sum: ``se(relu(branch(x) + shortcut(x)))``;
+    - ``identity``: SE on the identity path: ``relu(branch(x) + se(shortcut(x)))``;
+    - ``conv3x3``: SE lives inside ``branch`` (after the 3x3 conv); the unit itself is plain.
+    """
+    if se is None or integration == "conv3x3":
+        return ops.add_relu(branch(ops, x), x if shortcut is None else shortcut(ops, x))
+    if integration == "standard":
+        out = branch(ops, x)
+        return ops.scale_add_relu(out, se.gates(ops, out), x if shortcut is None else shortcut(ops, x))
+    if integration == "pre":
+        x = se(ops, x)
+        return ops.add_relu(branch(ops, x), x if shortcut is None else shortcut(ops, x))
+    if integration == "post":
+        return se(ops, ops.add_relu(branch(ops, x), x if shortcut is None else shortcut(ops, x)))
+    if integration == "identity":
+        return ops.add_relu(branch(ops, x), se(ops, x if shortcut is None else shortcut(ops, x)))
+    raise ValueError(f"se_integration must be one of {SE_INTEGRATIONS}; got {integration!r}")

@@ -1,0 +1,214 @@
+"""The NumPy reference: every op's definition, NCHW, float32 or float64.
+
+This module is the gold standard the conformance suite compares each backend to
+(in float64), and the numpy backend is a thin adapter over it. Semantics follow
+PyTorch exactly (padding, ``ceil_mode``, pooling divisors, hard-sigmoid), because
+the checkpoints se_multi loads were trained under those semantics.
+
+Convolution is im2col (``sliding_window_view``) + one BLAS matmul per conv,
+grouped convs as one batched matmul; a depthwise conv sums its k*k taps, each a
+whole-tensor multiply-add. There is no Python loop over pixels or channels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+# --------------------------------------------------------------------------- convolution
+def conv_output_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int = 1) -> int:
+    return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv2d(x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    if c != cg * groups or o % groups:
+        raise ValueError(
+            f"conv2d: input has {c} channels, weight {tuple(w.shape)} with groups={groups} expects {cg * groups}"
+        )
+    sh, sw = stride
+    dh, dw = dilation
+    pt, pb, pl, pr = padding
+    ho = conv_output_size(h, kh, sh, pt + pb, dh)
+    wo = conv_output_size(wd, kw, sw, pl + pr, dw)
+    if ho <= 0 or wo <= 0:
+        raise ValueError(f"conv2d: input {h}x{wd} is smaller than the kernel {kh}x{kw} (padding {padding})")
+    if any(padding):
+        x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    og = o // groups
+
+    if kh == kw == 1:
+        xs = x[:, :, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw]
+        if groups == 1:
+            out = np.matmul(w.reshape(o, c), xs.reshape(n, c, ho * wo))
+        else:
+            xg = xs.reshape(n, groups, cg, ho * wo)
+            out = np.matmul(w.reshape(groups, og, cg), xg)
+        out = out.reshape(n, o, ho, wo)
+    elif cg == 1 and og == 1:
+        # depthwise: one whole-tensor multiply-add per kernel tap
+        out = np.zeros((n, o, ho, wo), dtype=np.result_type(x, w))
+        for i in range(kh):
+            for j in range(kw):
+                tap = x[:, :, i * dh : i * dh + (ho - 1) * sh + 1 : sh, j * dw : j * dw + (wo - 1) * sw + 1 : sw]
+                out += tap * w[:, 0, i, j][None, :, None, None]
+    else:
+        win = sliding_window_view(x, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
+        win = win[:, :, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw, ::dh, ::dw]  # N C Ho Wo KH KW
+        # cols: (G, N*Ho*Wo, Cg*KH*KW) -- one copy; weights (G, Cg*KH*KW, Og)
+        cols = win.reshape(n, groups, cg, ho, wo, kh, kw).transpose(1, 0, 3, 4, 2, 5, 6)
+        cols = cols.reshape(groups, n * ho * wo, cg * kh * kw)
+        wg = w.reshape(groups, og, cg * kh * kw).transpose(0, 2, 1)
+        out = np.matmul(cols, wg)  # G, N*Ho*Wo, Og
+        out = out.reshape(groups, n, ho, wo, og).transpose(1, 0, 4, 2, 3).reshape(n, o, ho, wo)
+    if b is not None:
+        out = out + b.reshape(1, o, 1, 1)
+    return np.ascontiguousarray(out)
+
+
+def linear(x, w, b=None):
+    out = x @ w.T
+    return out + b if b is not None else out
+
+
+def batch_norm(x, mean, var, weight, bias, eps):
+    inv = weight / np.sqrt(var + eps)
+    return (x - mean.reshape(1, -1, 1, 1)) * inv.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
+
+
+def fold_batch_norm(w, b, mean, var, gamma, beta, eps):
+    """Fold inference BN into the preceding conv/linear: returns ``(w', b')`` in float64.
+
+    ``bn(conv(x, w) + b) = conv(x, w * k) + (b - mean) * k + beta`` with ``k = gamma / sqrt(var + eps)``.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    k = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
+    b = np.zeros(w.shape[0]) if b is None else np.asarray(b, np.float64)
+    w2 = w * k.reshape((-1,) + (1,) * (w.ndim - 1))
+    b2 = (b - np.asarray(mean, np.float64)) * k + np.asarray(beta, np.float64)
+    return w2, b2
+
+
+# --------------------------------------------------------------------------- activations
+def relu(x):
+    return np.maximum(x, 0)
+
+
+def relu6(x):
+    return np.clip(x, 0, 6)
+
+
+def sigmoid(x):
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+def hard_sigmoid(x):
+    return relu6(x + 3) / 6
+
+
+def hard_swish(x):
+    return x * relu6(x + 3) / 6
+
+
+# --------------------------------------------------------------------------- pooling
+def pool_output_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) -> int:
+    """PyTorch's rule, including: with ``ceil_mode`` the last window must start inside input+left pad."""
+    num = size + 2 * pad - kernel
+    out = (-(-num // stride) if ceil_mode else num // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _pool_windows(x, kernel, stride, padding, ceil_mode, fill):
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    sh, sw = stride
+    ph, pw = padding
+    ho = pool_output_size(h, kh, sh, ph, ceil_mode)
+    wo = pool_output_size(w, kw, sw, pw, ceil_mode)
+    # right/bottom extra so every (ceil-mode) window is complete
+    eh = max(0, (ho - 1) * sh + kh - (h + 2 * ph))
+    ew = max(0, (wo - 1) * sw + kw - (w + 2 * pw))
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph + eh), (pw, pw + ew)), constant_values=fill)
+    win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw]
+    return win, (ho, wo), (eh, ew)
+
+
+def max_pool2d(x, kernel, stride, padding=(0, 0), ceil_mode=False):
+    win, _, _ = _pool_windows(x, kernel, stride, padding, ceil_mode, -np.inf)
+    return np.ascontiguousarray(win.max(axis=(-2, -1)).astype(x.dtype, copy=False))
+
+
+def avg_pool2d(x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
+    n, c, h, w = x.shape
+    win, _, (eh, ew) = _pool_windows(x, kernel, stride, padding, ceil_mode, 0)
+    total = win.sum(axis=(-2, -1))
+    # divisor: elements inside input+padding (count_include_pad) or inside the input alone;
+    # the ceil-mode overhang past the padded input never counts (PyTorch).
+    ph, pw = padding
+    mask = np.zeros((1, 1, h + 2 * ph + eh, w + 2 * pw + ew), dtype=x.dtype)
+    if count_include_pad:
+        mask[..., : h + 2 * ph, : w + 2 * pw] = 1
+    else:
+        mask[..., ph : ph + h, pw : pw + w] = 1
+    mwin = sliding_window_view(mask, tuple(kernel), axis=(2, 3))
+    mwin = mwin[:, :, : (total.shape[2] - 1) * stride[0] + 1 : stride[0], : (total.shape[3] - 1) * stride[1] + 1 : stride[1]]
+    return total / mwin.sum(axis=(-2, -1))
+
+
+def global_avg_pool(x):
+    return x.mean(axis=(2, 3))
+
+
+# --------------------------------------------------------------------------- elementwise / shape
+def add(a, b):
+    return a + b
+
+
+def maximum(a, b):
+    return np.maximum(a, b)
+
+
+def mul_channel(x, s):
+    return x * s[:, :, None, None]
+
+
+def mul_pixel(x, q):
+    return x * q
+
+
+def upsample_nearest2x(x):
+    return x.repeat(2, axis=2).repeat(2, axis=3)
+
+
+def concat_channels(xs):
+    return np.concatenate(list(xs), axis=1)
+
+
+# --------------------------------------------------------------------------- channel rounding
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
+    """Round a channel count to a multiple of ``divisor`` (timm's ``make_divisible``,
+    torchvision's ``_make_divisible`` with ``round_limit=0.9``): never below ``min_value``
+    and never more than ``1 - round_limit`` below ``v``."""
+    min_value = min_value or divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < round_limit * v:
+        new_v += divisor
+    return new_v
+
+
+def reduced_channels(channels: int, reduction: float = 16, divisor: int = 1, round_limit: float = 0.0) -> int:
+    """SE bottleneck width ``C_r``. ``divisor=1`` is the paper's ``C // r`` (floored, at least 1)
+    as the Caffe/Cadene layout does it; timm's SE-ResNets use ``divisor=8, round_limit=0``."""
+    if divisor <= 1:
+        return max(1, int(channels // reduction))
+    return make_divisible(channels / reduction, divisor, round_limit=round_limit)
+
+
+__all__ = [name for name in dir() if not name.startswith("_") and name not in ("annotations", "math", "np", "sliding_window_view")]
