@@ -1,0 +1,61 @@
+"""Parity fixtures (tests/data/parity, copied from shared/fixtures/parity): peer outputs on
+deterministic weights. The weights are regenerated here with se_multi.init's recipe (our
+own code for the recipe the fixture README describes), written as a checkpoint in the
+peer's own key layout, and loaded through the public loader like a real checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from se_multi.init import recipe_input, recipe_state
+
+DATA = Path(__file__).parent / "data" / "parity"
+
+#: fixture folder -> se_multi model name
+FIXTURE_MODELS = {
+    "seresnet50": "seresnet50",
+    "resnet50": "resnet50",
+    "legacy_seresnet50": "legacy_seresnet50",
+    "mobilenetv1_100": "mobilenetv1_100",
+    "se_mobilenetv1_100": "se_mobilenetv1_100",
+    "mobilenetv3_large_100": "mobilenetv3_large_100",
+    "torchvision.mobilenet_v3_large": "mobilenetv3_large_100",
+    "smp.unet_se_resnet50_scse": "unet_se_resnet50_scse",
+}
+
+
+def manifest(fixture: str) -> dict:
+    return json.loads((DATA / fixture / "manifest.json").read_text())
+
+
+def expected(fixture: str) -> dict[str, np.ndarray]:
+    with np.load(DATA / fixture / "expected.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def peer_state(fixture: str) -> dict[str, np.ndarray]:
+    m = manifest(fixture)
+    return recipe_state(((k["name"], k["shape"], k["kind"]) for k in m["keys"]), seed=m["seed"])
+
+
+def peer_input(fixture: str) -> np.ndarray:
+    m = manifest(fixture)
+    return recipe_input(m["input_shape"], seed=m["seed"])
+
+
+def write_peer_checkpoint(fixture: str, directory: Path) -> Path:
+    """The recipe's weights in the peer's key layout, as a .safetensors file."""
+    from safetensors.numpy import save_file
+
+    path = Path(directory) / f"{fixture}.safetensors"
+    save_file(peer_state(fixture), str(path))
+    return path
+
+
+def rel_err(ours, peer) -> float:
+    """max|ours - peer| / max|peer|"""
+    ours, peer = np.asarray(ours, np.float64), np.asarray(peer, np.float64)
+    return float(np.abs(ours - peer).max() / np.abs(peer).max())
