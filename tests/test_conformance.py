@@ -1,0 +1,230 @@
+"""The conformance suite: every installed backend passes it, every planted bug fails it."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from se_multi import cli, conformance, dispatch
+from se_multi.backend import Backend
+from se_multi.backends.numpy_backend import NumpyBackend
+
+REPO = Path(__file__).resolve().parents[1]
+#: dtypes each backend is validated in: float32 everywhere, float64 where the reference's
+#: own precision can be matched
+EXTRA_DTYPES = {"numpy": ("float64",), "torch": ("float64",)}
+
+
+@pytest.fixture(scope="module")
+def broken():
+    """``tests.broken_backends`` imported the way ``--backend tests.broken_backends:X`` imports it."""
+    sys.path.insert(0, str(REPO))
+    try:
+        yield importlib.import_module("tests.broken_backends")
+    finally:
+        sys.path.remove(str(REPO))
+
+
+def _usable(name: str) -> None:
+    ok, reason = dispatch.backend_status()[name]
+    if not ok:
+        pytest.skip(f"backend {name!r} unavailable: {reason}")
+
+
+def _failures(result: conformance.SuiteResult) -> str:
+    return "\n".join(f"{c.name}: rel {c.max_rel} tol {c.tol} {c.error or ''}" for c in result.checks if not c.passed)
+
+
+# ----------------------------------------------------------------------------- the suite itself
+def test_suite_covers_every_primitive_and_fused_op():
+    abstract = {name for name, fn in inspect.getmembers(Backend, inspect.isfunction)
+                if getattr(fn, "__isabstractmethod__", False)}
+    ops = (abstract - {"asarray", "to_numpy"}) | set(Backend.FUSED_OPS)
+    missing = ops - conformance.covered_ops()
+    assert not missing, f"ops without a conformance check: {sorted(missing)}"
+
+
+def test_check_names_are_unique():
+    names = [c.name for c in conformance.build_checks()]
+    assert len(names) == len(set(names)), "duplicate names would draw identical inputs"
+
+
+def test_tolerance_table_covers_every_builtin_dtype():
+    from se_multi.backends.torch_backend import TorchBackend  # importing it does not import torch
+
+    assert set(TorchBackend.dtypes) | set(NumpyBackend.dtypes) <= set(conformance.TOLERANCES)
+    assert conformance.TOLERANCES["float64"] < conformance.TOLERANCES["float32"] < conformance.TOLERANCES["float16"]
+
+
+def test_bfloat16_rounding_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).normal(0, 10, 10_000)
+    x[:3] = [1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8)]  # ties: round to even
+    want = torch.from_numpy(x.astype(np.float32)).to(torch.bfloat16).double().numpy()
+    np.testing.assert_array_equal(conformance.round_to_dtype(x, "bfloat16"), want)
+
+
+def test_non_finite_output_fails():
+    check = conformance.Check("nan[1]", "relu", lambda t: (np.array([np.nan, 1.0]), np.array([0.0, 1.0])))
+    result = conformance.run_check(check, NumpyBackend("float64"))
+    assert not result.passed and result.error == "non-finite values in the output"
+
+
+def test_an_op_that_raises_is_a_failed_check_not_a_crash():
+    class RaisingConv(NumpyBackend):
+        def conv2d(self, *args, **kwargs):
+            raise RuntimeError("kernel\nlaunch failed")
+
+    result = conformance.run_suite(RaisingConv("float32"))
+    conv = [c for c in result.checks if c.op == "conv2d"]
+    assert conv and all(not c.passed and c.error == "RuntimeError: kernel launch failed" for c in conv)
+    assert result.failed_ops[0] == "conv2d"
+    assert any(c.passed for c in result.checks), "the rest of the suite still ran"
+
+
+# ----------------------------------------------------------------------------- every backend passes
+_BACKEND_DTYPES = [(name, dtype) for name in dispatch.known_backends()
+                   for dtype in ("float32", *EXTRA_DTYPES.get(name, ()))]
+
+
+@pytest.mark.parametrize("name,dtype", _BACKEND_DTYPES, ids=[f"{n}-{d}" for n, d in _BACKEND_DTYPES])
+def test_backend_conforms(name, dtype):
+    _usable(name)
+    result = conformance.run_suite(name, dtype=dtype)
+    assert result.passed, f"{name} {dtype} failed: {result.failed_ops}\n{_failures(result)}"
+    assert len(result.checks) == len(conformance.build_checks())
+
+
+# ----------------------------------------------------------------------------- planted bugs are caught
+@pytest.mark.parametrize("cls_name", [  # test_every_broken_backend_is_tested keeps this list complete
+    "SigmoidGateAsHardSigmoid", "GlobalPoolDividesByHWPlusOne", "SqueezeKernelHWTransposed",
+    "ExciteWeightsReshaped", "MaxPoolIgnoresCeilMode", "HardSigmoidUnclipped", "ConvPaddingFlipped",
+    "BatchNormIgnoresEps",
+])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_planted_bug_fails_and_names_its_op(broken, cls_name, dtype):
+    result = conformance.run_suite(getattr(broken, cls_name)(dtype))
+    assert not result.passed
+    # the suite runs primitives, then fused ops, then blocks: the first failing op is the bug's
+    assert result.failed_ops[0] == broken.EXPECTED_FAILED_OP[cls_name], result.failed_ops
+
+
+def test_every_broken_backend_is_tested(broken):
+    classes = {name for name, obj in vars(broken).items()
+               if isinstance(obj, type) and issubclass(obj, NumpyBackend) and obj is not NumpyBackend}
+    assert classes == set(broken.EXPECTED_FAILED_OP)
+
+
+def test_validate_command_fails_naming_the_op(tmp_path):
+    """The real command line, in a fresh interpreter, on a backend named as ``module:Class``."""
+    out = tmp_path / "result.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "se_multi", "validate", "--backend", "tests.broken_backends:SqueezeKernelHWTransposed",
+         "--json", str(out)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("FAILED") and "failing ops: squeeze," in last
+    assert "validate:" in proc.stderr  # progress
+    report = json.loads(out.read_text())
+    assert report["passed"] is False and report["failed_ops"][0] == "squeeze"
+    failing = [c for c in report["checks"] if not c["passed"]]
+    assert failing and all(c["max_rel"] is None or c["max_rel"] > c["tol"] for c in failing)
+
+
+def test_validate_ceil_mode_bug_reports_shape(broken, capsys):
+    rc = cli.main(["validate", "--backend", "tests.broken_backends:MaxPoolIgnoresCeilMode"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "failing ops: max_pool2d" in out
+    assert "FAIL  output shape (1, 4, 3, 4), reference (1, 4, 4, 5)" in out
+
+
+def test_validate_passes_with_table_and_json(tmp_path, capsys):
+    out = tmp_path / "numpy.json"
+    rc = cli.main(["validate", "--backend", "numpy", "--dtype", "float64", "--json", str(out)])
+    text = capsys.readouterr()
+    assert rc == 0
+    lines = text.out.splitlines()
+    assert lines[0].split()[:4] == ["check", "max", "abs", "err"]
+    assert len(lines) == len(conformance.build_checks()) + 3  # header, rule, checks, summary
+    assert lines[-1].startswith("OK: all")
+    report = json.loads(out.read_text())
+    assert report["passed"] and report["dtype"] == "float64" and report["tolerance"] == 1e-12
+    assert {c["name"] for c in report["checks"]} == {c.name for c in conformance.build_checks()}
+    assert all(c["max_rel"] <= 1e-12 for c in report["checks"])
+
+
+def test_validate_unknown_backend_lists_known(capsys):
+    assert cli.main(["validate", "--backend", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown backend 'nosuch'" in err and "numpy" in err and "torch" in err
+
+
+def test_validate_dtype_the_backend_lacks(capsys):
+    assert cli.main(["validate", "--backend", "numpy", "--dtype", "float16"]) == 2
+    assert "supports dtype float32, float64; got 'float16'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- generated shapes
+def _torch_or_skip():
+    _usable("torch")
+    return dispatch.get_backend("torch", "float32")
+
+
+@st.composite
+def conv_configs(draw):
+    groups_kind = draw(st.sampled_from(["dense", "grouped", "depthwise"]))
+    cg = 1 if groups_kind == "depthwise" else draw(st.integers(1, 4))
+    groups = 1 if groups_kind == "dense" else draw(st.integers(2, 4))
+    og = draw(st.integers(1, 2)) if groups_kind == "depthwise" else draw(st.integers(1, 4))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = tuple(draw(st.integers(0, 2)) for _ in range(4))
+    # an input at least as large as the dilated kernel after padding
+    h = draw(st.integers(max(1, dilation[0] * (kh - 1) + 1 - padding[0] - padding[1]), 11))
+    w = draw(st.integers(max(1, dilation[1] * (kw - 1) + 1 - padding[2] - padding[3]), 11))
+    n = draw(st.integers(1, 2))
+    return n, cg * groups, h, w, og * groups, (kh, kw), stride, padding, dilation, groups, draw(st.booleans())
+
+
+@st.composite
+def se_configs(draw):
+    c = draw(st.integers(1, 40))
+    return (draw(st.integers(1, 3)), c, draw(st.integers(1, 9)), draw(st.integers(1, 9)),
+            draw(st.integers(1, c)), draw(st.booleans()), "relu", draw(st.sampled_from(["sigmoid", "hard_sigmoid"])),
+            draw(st.booleans()))
+
+
+@settings(max_examples=25, deadline=None)
+@given(conv_configs())
+def test_generated_conv2d_numpy_float32(config):
+    result = conformance.run_check(conformance.conv2d_check(*config), NumpyBackend("float32"))
+    assert result.passed, result
+
+
+@settings(max_examples=25, deadline=None)
+@given(conv_configs())
+def test_generated_conv2d_torch(config):
+    result = conformance.run_check(conformance.conv2d_check(*config), _torch_or_skip())
+    assert result.passed, result
+
+
+@settings(max_examples=25, deadline=None)
+@given(se_configs())
+def test_generated_se_block_torch(config):
+    result = conformance.run_check(conformance.se_block_check(*config), _torch_or_skip())
+    assert result.passed, result
