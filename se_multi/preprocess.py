@@ -1,0 +1,140 @@
+"""Image -> model input, exactly as timm evaluates a pretrained checkpoint.
+
+timm 1.0.31's eval transform (``transforms_imagenet_eval``, ``crop_mode='center'``)
+on a PIL image is::
+
+    Resize(floor(size / crop_pct), interpolation)   # shorter side; PIL resize, antialiased
+    CenterCrop(size)
+    ToTensor()                                      # float32 / 255
+    Normalize(mean, std)
+
+torchvision's Resize on a PIL image calls ``PIL.Image.resize`` itself, so doing the
+same Pillow calls here gives the same pixels; the float steps are done in float32
+in the same order, so the result equals timm's to float rounding (the fixtures in
+``tests/data/preprocess`` agree to ~1e-7).
+
+Colour: every image is converted with ``Image.convert("RGB")``, as timm's loaders do:
+grayscale is replicated to three channels, palette images take their palette colours,
+and an alpha channel is dropped (not composited onto a background). EXIF orientation
+is not applied (timm does not either); 16-bit images are converted as Pillow does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Sequence, Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from se_multi.pretrained import PretrainedCfg, get_config
+
+ImageLike = Union[str, os.PathLike, Image.Image]
+
+_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+            "nearest": Image.Resampling.NEAREST}
+
+
+class ImageError(OSError):
+    """An image file that is missing or cannot be decoded (an ``OSError``: the CLI reports it in one line)."""
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode ``path`` as RGB; any failure names the file."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ImageError(f"image not found: {path}")
+    if os.path.isdir(path):
+        raise ImageError(f"{path}: is a directory, expected an image file")
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now, so a truncated file fails here rather than halfway through resize
+            return img.convert("RGB")
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file Pillow can read (PNG, JPEG, ...)") from None
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, zlib.error... for corrupt data
+        raise ImageError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from None
+
+
+def _as_rgb(image: ImageLike) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
+    hint = (" (an array is already a tensor: pass NCHW float input to the model directly, "
+            "or wrap pixels with PIL.Image.fromarray)") if isinstance(image, np.ndarray) else ""
+    raise TypeError(f"expected an image path or a PIL image; got {type(image).__name__}{hint}")
+
+
+def resize_shorter_side(img: Image.Image, size: int, interpolation: str) -> Image.Image:
+    """torchvision ``Resize(size)`` on a PIL image: shorter side to ``size``, longer side
+    ``int(size * long / short)``, Pillow's (antialiased) filter."""
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(size * long / short)
+    new_w, new_h = (size, new_long) if w <= h else (new_long, size)
+    return img.resize((new_w, new_h), _FILTERS[interpolation])
+
+
+def _crop_offset(size: int, crop: int) -> int:
+    # torchvision CenterCrop: int(round(...)) on the image; when the crop is larger it pads
+    # (crop - size) // 2 before, i.e. a negative offset (Pillow fills outside pixels with 0 as the pad does)
+    return int(round((size - crop) / 2.0)) if size >= crop else -((crop - size) // 2)
+
+
+def center_crop(img: Image.Image, height: int, width: int) -> Image.Image:
+    w, h = img.size
+    top, left = _crop_offset(h, height), _crop_offset(w, width)
+    return img.crop((left, top, left + width, top + height))
+
+
+def _check_cfg(cfg: PretrainedCfg) -> None:
+    if cfg.interpolation not in _FILTERS:
+        raise ValueError(f"{cfg.tag}: interpolation {cfg.interpolation!r} not supported; expected one of {sorted(_FILTERS)}")
+    if cfg.crop_mode != "center":
+        raise ValueError(f"{cfg.tag}: crop_mode {cfg.crop_mode!r} not supported; expected 'center'")
+    if not cfg.crop_pct > 0:
+        raise ValueError(f"{cfg.tag}: crop_pct must be > 0; got {cfg.crop_pct}")
+
+
+def transform(img: Image.Image, cfg: PretrainedCfg) -> np.ndarray:
+    """One RGB PIL image -> a (3, H, W) float32 array (timm's eval transform)."""
+    _check_cfg(cfg)
+    _, height, width = cfg.input_size
+    if height == width:
+        img = resize_shorter_side(img, cfg.resize_size, cfg.interpolation)
+    else:  # timm resizes a non-square input size to (floor(H / crop_pct), floor(W / crop_pct))
+        scale = (int(np.floor(width / cfg.crop_pct)), int(np.floor(height / cfg.crop_pct)))
+        img = img.resize(scale, _FILTERS[cfg.interpolation])
+    img = center_crop(img, height, width)
+    x = np.asarray(img, dtype=np.uint8).astype(np.float32) / np.float32(255)
+    mean, std = np.asarray(cfg.mean, np.float32), np.asarray(cfg.std, np.float32)
+    x = (x - mean) / std  # float32 throughout, the order torchvision's Normalize uses
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def preprocess(image: ImageLike | Sequence[ImageLike], cfg: str | PretrainedCfg = "seresnet50.a1_in1k") -> np.ndarray:
+    """An image (path or PIL image), or a list of them -> an (N, 3, H, W) float32 NCHW array.
+
+    ``cfg``: a pretrained tag (``"legacy_seresnet50.in1k"``), a model name (its default
+    tag, see :func:`se_multi.pretrained.default_tag`) or a :class:`PretrainedCfg`.
+    """
+    config = get_config(cfg)
+    images = list(image) if isinstance(image, (list, tuple)) else [image]
+    if not images:
+        raise ValueError("preprocess: expected at least one image; got an empty list")
+    return np.stack([transform(_as_rgb(im), config) for im in images])
+
+
+class _CallableModule(type(sys.modules[__name__])):
+    """``se_multi.preprocess`` is both this module and the public function (lazy attribute in
+    ``se_multi/__init__.py``). Once anything imports this module, Python binds the *module*
+    as ``se_multi.preprocess``, shadowing the lazy function; making the module callable keeps
+    ``se_multi.preprocess(image, tag)`` working whichever of the two the name refers to."""
+
+    def __call__(self, image, cfg="seresnet50.a1_in1k"):
+        return preprocess(image, cfg)
+
+
+sys.modules[__name__].__class__ = _CallableModule
