@@ -1,0 +1,323 @@
+"""Model complexity (se_multi.info): counts against hand counts, the parity manifests, an
+independent counter (torch's FlopCounterMode on the torch backend) and the SENet paper."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import numpy as np
+import pytest
+
+from _parity import DATA, FIXTURE_MODELS, manifest
+from se_multi import nn
+from se_multi.info import ShapeArray, ShapeBackend, model_info, paper_flops, without_se
+from se_multi.init import recipe_input, recipe_state
+from se_multi.models import build_model, list_models
+from se_multi.nn import BUFFER_KINDS
+
+#: SE tensors in the peers' key layouts (timm .se., Caffe .se_module., smp cSE/sSE, torchvision fc1/fc2)
+PEER_SE_KEY = re.compile(r"\.(se|se_module|cSE|sSE|fc1|fc2)\.")
+#: builder options a fixture needs to match its peer's head
+FIXTURE_KWARGS = {"smp.unet_se_resnet50_scse": {"num_classes": 21}}
+
+
+def require(name: str) -> None:
+    if name not in list_models():
+        pytest.skip(f"model {name!r} is not registered yet")
+
+
+# =========================================================================== a tiny model counted by hand
+class TinyBlock(nn.Module):
+    """A residual unit: grouped 3x3 conv branch with cSE (standard integration), identity shortcut."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.ConvNormAct(8, 8, 3, groups=2, act=None, conv="conv", bn="bn")
+        self.se = nn.SqueezeExcite(8, 2)
+
+    def forward(self, ops, x):
+        return nn.residual_unit(ops, x, self.conv, None, self.se, "standard")
+
+
+class Tiny(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.ConvNormAct(3, 8, 3, stride=2, conv="conv1", bn="bn1")
+        self.block = TinyBlock()
+        self.sse = nn.SpatialSE(8)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, ops, x):
+        x = self.sse(ops, self.block(ops, self.stem(ops, x)))
+        x = ops.max_pool2d(x, (3, 3), (2, 2), (1, 1), ceil_mode=True)  # a root-level op
+        return self.fc(ops, ops.global_avg_pool(x))
+
+
+def tiny_hand_count(h: int, w: int) -> dict:
+    """MACs and params written out from the layer definitions above."""
+    ho, wo = (h + 2 - 3) // 2 + 1, (w + 2 - 3) // 2 + 1  # stem: 3x3, stride 2, pad 1
+    px = ho * wo
+    stem = 8 * px * 3 * 3 * 3
+    branch = 8 * px * (8 // 2) * 3 * 3  # groups=2
+    excite = 8 * 2 + 2 * 8
+    sse = px * 8 * 1  # 1x1 conv 8 -> 1
+    fc = 8 * 10
+    return {
+        "macs": stem + branch + excite + sse + fc,
+        "se_macs": excite + sse,
+        "se_scale_mults": 8 * px + 8 * px,  # cSE gate, sSE gate
+        "conv_macs": stem + branch + sse,
+        "params": (8 * 3 * 9 + 2 * 8) + (8 * 4 * 9 + 2 * 8) + (2 * 8 + 2 + 8 * 2 + 8) + (8 + 1) + (8 * 10 + 10),
+        "se_params": (2 * 8 + 2 + 8 * 2 + 8) + (8 + 1),
+        "out_hw": (ho, wo),
+    }
+
+
+@pytest.mark.parametrize("size", [(32, 32), (31, 45)])
+def test_tiny_model_matches_hand_count(size):
+    info = model_info(Tiny(), size)
+    hand = tiny_hand_count(*size)
+    for key in ("macs", "se_macs", "se_scale_mults", "params", "se_params"):
+        assert info[key] == hand[key], key
+    assert info["output_shape"] == [1, 10]
+    rows = {r["name"]: r for r in info["stages"]}
+    assert list(rows) == ["stem", "block", "sse", "fc"]
+    assert rows["stem"]["output_shape"] == [1, 8, *hand["out_hw"]]
+    assert rows["block"]["se_macs"] == 8 * 2 + 2 * 8 and rows["block"]["params"] == 8 * 4 * 9 + 16 + 42
+    assert rows["fc"]["macs"] == 80 and rows["fc"]["params"] == 90
+
+
+def test_stage_rows_add_up_to_the_totals():
+    info = model_info(Tiny(), (40, 24))
+    for key in ("params", "macs", "se_params", "se_macs", "se_scale_mults"):
+        assert sum(r[key] for r in info["stages"]) == info[key], key
+
+
+def test_conv_macs_scale_with_pixels():
+    small, big = model_info(Tiny(), (32, 48)), model_info(Tiny(), (64, 96))
+    conv = lambda i: i["macs"] - 8 * 10 - (8 * 2 + 2 * 8)  # noqa: E731  less the size-independent FCs
+    assert conv(big) == 4 * conv(small) == 4 * tiny_hand_count(32, 48)["conv_macs"]
+    assert big["se_scale_mults"] == 4 * small["se_scale_mults"]
+
+
+def test_shapes_match_the_numpy_backend():
+    """Output shapes from the size formulas equal what the reference computes (odd sizes, ceil_mode)."""
+    from se_multi.dispatch import get_backend
+
+    module = Tiny()
+    state = recipe_state(((k, s.shape, s.kind) for k, s in module.param_specs().items()), seed=0)
+    for h, w in [(17, 23), (33, 8)]:
+        ops = get_backend("numpy", dtype="float64")
+        module.bind(state, ops)
+        y = ops.to_numpy(module(ops, ops.input(recipe_input((1, 3, h, w)))))
+        assert list(y.shape) == model_info(module, (h, w))["output_shape"]
+
+
+def test_bound_module_is_left_as_it_was():
+    from se_multi.dispatch import get_backend
+
+    module, ops = Tiny(), get_backend("numpy", dtype="float64")
+    module.bind(recipe_state(((k, s.shape, s.kind) for k, s in module.param_specs().items())), ops)
+    x = recipe_input((2, 3, 20, 20))
+    before = ops.to_numpy(module(ops, x))
+    model_info(module, (64, 64))
+    assert isinstance(module.stem.w, np.ndarray) and isinstance(module.block.se.w1, np.ndarray)
+    np.testing.assert_array_equal(ops.to_numpy(module(ops, x)), before)
+
+
+def test_bad_input_size_and_options_are_one_line_errors():
+    with pytest.raises(ValueError, match="input_size must be"):
+        model_info(Tiny(), (0, 224))
+    with pytest.raises(ValueError, match="conv2d: input 1x1 is smaller"):
+        ShapeBackend().conv2d(ShapeArray((1, 8, 1, 1)), ShapeArray((8, 8, 3, 3)))
+    with pytest.raises(TypeError, match="model options"):
+        model_info(Tiny(), reduction=8)
+    with pytest.raises(ValueError, match="unknown model"):
+        model_info("no_such_model")
+
+
+# =========================================================================== the registered models
+def _manifest_params(fixture: str) -> tuple[int, int]:
+    keys = [k for k in manifest(fixture)["keys"] if k["kind"] not in (*BUFFER_KINDS, "int")]
+    size = lambda k: int(np.prod(k["shape"]))  # noqa: E731
+    return sum(size(k) for k in keys), sum(size(k) for k in keys if PEER_SE_KEY.search(k["name"]))
+
+
+@pytest.mark.parametrize("fixture", sorted(FIXTURE_MODELS))
+def test_params_equal_the_peer_manifest(fixture):
+    name = FIXTURE_MODELS[fixture]
+    require(name)
+    params, se_params = _manifest_params(fixture)
+    info = model_info(name, (224, 224), **FIXTURE_KWARGS.get(fixture, {}))
+    assert info["params"] == params
+    assert info["se_params"] == se_params
+
+
+def test_fixture_table_covers_every_fixture_folder():
+    assert {p.name for p in DATA.iterdir() if p.is_dir()} == set(FIXTURE_MODELS)
+
+
+@pytest.mark.parametrize("size", [(224, 224), (160, 224)])
+def test_every_registered_model_reports_info(size):
+    names = list_models()
+    if not names:
+        pytest.skip("no model registered yet")
+    for name in names:
+        info = model_info(name, size)
+        assert info["params"] == build_model(name).num_params(), name
+        assert info["macs"] > 0 and info["stages"], name
+        assert 0 <= info["se_macs"] < info["macs"], name
+        assert (info["se_params"] > 0) == (info["se_scale_mults"] > 0), name
+        for key in ("params", "macs", "se_params", "se_macs", "se_scale_mults"):
+            assert sum(r[key] for r in info["stages"]) == info[key], (name, key)
+
+
+def test_macs_scale_with_input_size_on_a_real_model():
+    require("seresnet50")
+    # multiples of the total stride 32: every feature map has exactly 4x the pixels
+    small, big = model_info("seresnet50", (128, 160)), model_info("seresnet50", (256, 320))
+    conv = lambda i: i["macs"] - 2048 * 1000 - i["se_macs"]  # noqa: E731  less the size-independent FCs
+    assert conv(big) == 4 * conv(small)
+    assert big["se_scale_mults"] == 4 * small["se_scale_mults"]
+
+
+def test_seresnet152_counts_fast():
+    require("seresnet152")
+    model_info("seresnet152")  # import and build once outside the timing
+    t0 = time.perf_counter()
+    model_info("seresnet152")
+    # a smoke bound, not a benchmark: the target is < 1 s, the machine is shared
+    assert time.perf_counter() - t0 < 3.0
+
+
+def test_macs_equal_torch_flop_counter():
+    """An independent count: torch's FlopCounterMode on the torch backend's real run (2 FLOPs per MAC)."""
+    require("seresnet50")
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from se_multi.models import create_model
+
+    try:
+        model = create_model("seresnet50", backend="torch", dtype="float32")
+    except (ValueError, RuntimeError, ImportError) as exc:
+        pytest.skip(f"torch backend not available: {exc}")
+    x = recipe_input((1, 3, 64, 96))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        before = model.predict_numpy(x)
+    assert counter.get_total_flops() == 2 * model_info("seresnet50", (64, 96))["macs"]
+    # a bound Model is counted in place and keeps its weights
+    assert model_info(model, (64, 96))["macs"] * 2 == counter.get_total_flops()
+    np.testing.assert_array_equal(model.predict_numpy(x), before)
+
+
+# =========================================================================== the SENet paper
+def test_se_mobilenet_matches_table3():
+    require("se_mobilenetv1_100")
+    require("mobilenetv1_100")
+    se, base = model_info("se_mobilenetv1_100"), model_info("mobilenetv1_100")
+    assert round(se["params"] / 1e6, 2) == 4.72 and round(base["params"] / 1e6, 2) == 4.23
+    assert abs(paper_flops(se) / 572e6 - 1) < 0.003
+    assert abs(paper_flops(base) / 569e6 - 1) < 0.003
+
+
+def test_se_after_the_depthwise_conv_is_ruled_out_by_table3():
+    """The fixture README's reasoning: SE after the depthwise conv gives 4.59M, not the paper's 4.7M."""
+    require("se_mobilenetv1_100")
+    assert round(model_info("se_mobilenetv1_100", se_position="depthwise")["params"] / 1e6, 2) == 4.59
+
+
+def test_caffe_se_resnet50_matches_table2():
+    require("legacy_seresnet50")
+    se = model_info("legacy_seresnet50")
+    base = without_se(se)  # the Caffe-layout ResNet-50 (se_multi registers none)
+    assert abs(paper_flops(se) / 3.87e9 - 1) < 0.003
+    assert abs(paper_flops(base) / 3.86e9 - 1) < 0.003
+
+
+def test_se_model_less_se_is_the_plain_model():
+    """What the paper tables' baselines rely on: removing SE's counts leaves the plain graph's."""
+    require("seresnet50")
+    require("resnet50")
+    for size in [(224, 224), (96, 160)]:
+        plain, less_se = model_info("resnet50", size), without_se(model_info("seresnet50", size))
+        assert (less_se["params"], less_se["macs"]) == (plain["params"], plain["macs"])
+
+
+@pytest.mark.parametrize("r, mparams", [(4, 35.7), (8, 30.7), (16, 28.1), (32, 26.9)])
+def test_params_by_reduction_match_table7(r, mparams):
+    require("legacy_seresnet50")
+    assert abs(model_info("legacy_seresnet50", reduction=r)["params"] / 1e6 - mparams) <= 0.1
+
+
+# =========================================================================== ablation options
+def _se_specs(module) -> dict:
+    return {k: s for k, s in module.param_specs().items() if s.se}
+
+
+def test_se_in_stage4_only_has_only_stage4_se_params():
+    require("seresnet50")
+    full = _se_specs(build_model("seresnet50"))
+    only4 = _se_specs(build_model("seresnet50", se_stages=(4,)))
+    assert only4 and all(k.startswith("layer4.") for k in only4)
+    expected = sum(int(np.prod(s.shape)) for k, s in full.items() if k.startswith("layer4."))
+    info = model_info("seresnet50", se_stages=(4,))
+    assert info["se_params"] == expected
+    assert {r["name"]: r["se_params"] for r in info["stages"]}.get("layer4") == expected
+
+
+def test_se_after_conv3x3_has_a_quarter_of_the_channels():
+    require("seresnet50")
+    # the first FC of each SE block: (C_r, C, 1, 1)
+    first_fc = lambda m: [s.shape for s in _se_specs(m).values() if s.kind == "weight" and s.shape[0] < s.shape[1]]  # noqa: E731,E501
+    standard = first_fc(build_model("seresnet50"))
+    conv3x3 = first_fc(build_model("seresnet50", se_integration="conv3x3"))
+    assert len(conv3x3) == len(standard) == 16
+    assert [s[1] for s in conv3x3] == [s[1] // 4 for s in standard]
+    assert model_info("seresnet50", se_integration="conv3x3")["se_params"] == sum(
+        int(np.prod(s.shape)) for s in _se_specs(build_model("seresnet50", se_integration="conv3x3")).values())
+
+
+def test_no_excitation_bias_drops_exactly_the_biases():
+    require("seresnet50")
+    fc_weights = [s.shape for s in _se_specs(build_model("seresnet50")).values() if s.kind == "weight"]
+    biases = sum(shape[0] for shape in fc_weights)  # one bias per FC output
+    with_bias, without = model_info("seresnet50"), model_info("seresnet50", se_bias=False)
+    assert with_bias["params"] - without["params"] == biases
+    assert with_bias["macs"] == without["macs"]
+
+
+@pytest.mark.parametrize("integration", ["pre", "post", "identity"])
+def test_integration_moves_se_but_keeps_its_params(integration):
+    """SE-PRE/POST/Identity keep standard's SE widths except where the SE sees the unit's
+    input (PRE, Identity on the first block of a stage): they report and differ in gate work."""
+    require("seresnet50")
+    info = model_info("seresnet50", se_integration=integration)
+    assert info["se_params"] > 0 and info["se_scale_mults"] > 0
+
+
+# =========================================================================== CLI
+def test_cli_info_json_and_table(capsys):
+    from se_multi.cli import main
+
+    assert main(["info", "--input-size", "40", "24", "--json", "x"]) == 2  # unknown model: one-line error
+    assert "unknown model" in capsys.readouterr().err
+    if "seresnet50" not in list_models():
+        pytest.skip("seresnet50 not registered yet")
+    assert main(["info", "seresnet50", "--json", "--input-size", "160", "224", "--reduction", "8"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == model_info("seresnet50", (160, 224), reduction=8)
+    assert main(["info", "seresnet50"]) == 0
+    text = capsys.readouterr().out
+    assert "| layer4 |" in text and "SE" in text and "%" in text
+
+
+def test_cli_paper_tables(capsys):
+    from se_multi.cli import main
+
+    assert main(["info", "--paper"]) == 0
+    text = capsys.readouterr().out
+    for title in ("Table 2", "Table 3", "Table 7", "Ablations", "macs + se_scale_mults"):
+        assert title in text
