@@ -1,0 +1,349 @@
+"""MLX backend: Apple silicon (Metal GPU) and Linux/macOS CPU, NHWC, float32/float16/bfloat16.
+
+Layout. MLX convolutions are channels-last, so feature maps live as NHWC:
+:meth:`MlxBackend.input` transposes the public NCHW array once per forward and
+:meth:`MlxBackend.output` transposes 4-D results back; weights are rearranged once
+in :meth:`MlxBackend.param`. No op transposes a weight or a feature map.
+
+Convolution formulation, chosen per device by measurement (``conv="auto"``):
+
+- ``"conv2d"`` (the GPU default): ``mx.conv_general`` with (C_out, KH, KW, C_in/groups)
+  weights -- Metal's convolution kernels are the fast path there.
+- ``"im2col"`` (the CPU default): MLX 0.32's CPU convolution and matmul run on the
+  reference (netlib) BLAS bundled in the ``mlx[cpu]`` wheel, which is ~30x slower than
+  NumPy's OpenBLAS. What still matters there is the shape handed to that BLAS:
+  ``cols @ W`` with ``W`` stored contiguous as (KH*KW*C_in, C_out) is ~2x faster than
+  ``mx.conv2d`` (whose internal weight view is transposed), and a depthwise conv as
+  KH*KW whole-tensor multiply-adds (MLX's vectorised elementwise kernels, no BLAS) is
+  ~5x faster than ``mx.conv2d`` with ``groups=C``. Measured on the 2-core Linux CI
+  box, float32, batch 1, best of 3 (ms):
+
+  ==========================  =========  =======  ======================
+  conv                        mx.conv2d  im2col   depthwise taps
+  ==========================  =========  =======  ======================
+  3x3 64->64 @56^2            128        60
+  1x1 64->256 @56^2           33         23
+  3x3 128->128 @28^2          204        103
+  3x3 512->512 @7^2           96         40
+  7x7/2 3->64 @224^2          78         42
+  3x3/2 128->128 @56^2        93         38
+  dw 3x3 32 @112^2            9.5                 1.5
+  dw 3x3/2 128 @56^2          3.7                 0.6
+  ==========================  =========  =======  ======================
+
+  Grouped (non-depthwise) convs use ``mx.conv_general`` on every device.
+
+The CPU layout for conv weights is therefore HWIO (KH, KW, C_in/groups, C_out), the
+GPU layout OHWI; the choice is fixed per backend instance, so ``param`` and
+``conv2d`` always agree. Linear weights are stored (in, out), contiguous, for the
+same BLAS reason (``x @ W`` beats ``x @ W_t.T`` ~2x on the CPU build).
+
+Lazy evaluation. MLX builds a graph and computes on :func:`mlx.core.eval`; this
+backend evaluates in :meth:`output`, :meth:`synchronize` and :meth:`to_numpy`, so
+what a user (or a timer) receives is always materialised.
+
+``mx.compile``: :meth:`compile_forward` wraps a whole forward in ``mx.compile`` when
+the backend was created with ``compile=True`` (or ``SE_MULTI_MLX_COMPILE=1``); it
+returns the function unchanged otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Sequence
+
+import numpy as np
+
+from se_multi import reference as ref
+from se_multi.backend import Backend, BackendUnavailable
+
+#: ``SE_MULTI_MLX_COMPILE=1`` turns on ``mx.compile`` of whole forwards by default
+COMPILE_ENV_VAR = "SE_MULTI_MLX_COMPILE"
+CONV_IMPLS = ("auto", "im2col", "conv2d")
+DEVICES = (None, "cpu", "gpu")
+
+# every op a model calls; wrapped in ``mx.stream(device)`` when the device is not MLX's default
+_OPS = (
+    "asarray", "input", "output", "param", "conv2d", "linear", "batch_norm", "relu", "relu6",
+    "sigmoid", "hard_sigmoid", "hard_swish", "max_pool2d", "avg_pool2d", "global_avg_pool", "add",
+    "maximum", "mul_channel", "mul_pixel", "upsample_nearest2x", "concat_channels",
+) + Backend.FUSED_OPS
+
+
+def _stream_bound(method, device):
+    """``method`` run with ``device`` as MLX's default device (ops inherit it)."""
+    import mlx.core as mx
+
+    @functools.wraps(method)
+    def run(*args, **kwargs):
+        with mx.stream(device):
+            return method(*args, **kwargs)
+
+    return run
+
+
+@functools.lru_cache(maxsize=256)
+def _pool_counts(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool, count_include_pad: bool):
+    """Elements each pooling window counts along one axis (PyTorch's divisor rule).
+
+    A window starts at ``o*stride - pad`` and is clipped at the end of the padded input
+    (a ceil-mode overhang never counts); without ``count_include_pad`` it is also clipped
+    to the input itself. The 2-D divisor is the outer product of the two axes' counts.
+    """
+    out = ref.pool_output_size(size, kernel, stride, pad, ceil_mode)
+    start = np.arange(out) * stride - pad
+    end = np.minimum(start + kernel, size + pad)
+    if not count_include_pad:
+        start, end = np.maximum(start, 0), np.minimum(end, size)
+    return (end - start).astype(np.float64)
+
+
+class MlxBackend(Backend):
+    name = "mlx"
+    package = "mlx"
+    extra = "mlx"
+    dtypes = ("float32", "float16", "bfloat16")
+
+    def __init__(self, dtype: str = "float32", device: str | None = None, conv: str = "auto",
+                 compile: bool | None = None):
+        super().__init__(dtype, device)
+        import mlx.core as mx
+
+        self._mx = mx
+        self._dt = getattr(mx, self.dtype)
+        self._device = self._resolve_device(device)
+        if conv not in CONV_IMPLS:
+            raise ValueError(f"mlx conv must be one of {CONV_IMPLS}; got {conv!r}")
+        if conv == "auto":
+            conv = "conv2d" if self._device.type == mx.DeviceType.gpu else "im2col"
+        #: the convolution formulation in use (see the module docstring for the measurements)
+        self.conv_impl = conv
+        if compile is None:
+            compile = os.environ.get(COMPILE_ENV_VAR, "") not in ("", "0", "false", "False")
+        #: whether :meth:`compile_forward` wraps forwards in ``mx.compile``
+        self.compile = bool(compile)
+        if self._device != mx.default_device():
+            for op in _OPS:
+                setattr(self, op, _stream_bound(getattr(self, op), self._device))
+
+    def _resolve_device(self, device):
+        mx = self._mx
+        if device not in DEVICES:
+            raise ValueError(f"mlx device must be None, 'cpu' or 'gpu'; got device={device!r}")
+        if device is None:
+            return mx.default_device()
+        if device == "gpu" and not mx.is_available(mx.gpu):
+            raise BackendUnavailable(
+                "mlx device 'gpu' is not available: this mlx build has no GPU backend "
+                "(Metal needs Apple silicon; on Linux install mlx[cuda]); use device='cpu'"
+            )
+        return mx.Device(mx.gpu if device == "gpu" else mx.cpu)
+
+    def __repr__(self) -> str:
+        dev = "gpu" if self._device.type == self._mx.DeviceType.gpu else "cpu"
+        extra = ", compiled" if self.compile else ""
+        return f"<MlxBackend 'mlx' dtype={self.dtype}, device={dev!r}, conv={self.conv_impl}{extra}>"
+
+    # ------------------------------------------------------------------ arrays
+    def is_native(self, x) -> bool:
+        return isinstance(x, self._mx.array)
+
+    def asarray(self, x):
+        mx = self._mx
+        if isinstance(x, mx.array):
+            return x if x.dtype == self._dt else x.astype(self._dt)
+        if not isinstance(x, np.ndarray):
+            from se_multi.dispatch import to_numpy  # torch/cupy/... -> NumPy
+
+            x = to_numpy(x)
+        # NumPy has no bfloat16 (and MLX's GPU no float64): hand MLX float32, cast there
+        host = np.float16 if self.dtype == "float16" else np.float32
+        return mx.array(np.ascontiguousarray(x, dtype=host)).astype(self._dt)
+
+    def to_numpy(self, x) -> np.ndarray:
+        mx = self._mx
+        if x.dtype == mx.bfloat16:
+            x = x.astype(mx.float32)  # exact: every bfloat16 is a float32
+        mx.eval(x)
+        return np.array(x)
+
+    def input(self, x):
+        x = self.asarray(x)
+        return x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
+
+    def output(self, y):
+        if y.ndim == 4:
+            y = y.transpose(0, 3, 1, 2)
+        self._mx.eval(y)
+        return y
+
+    def param(self, w, kind: str):
+        w = np.asarray(w)
+        if kind == "conv":
+            # OIHW -> HWIO for the im2col matmul, OHWI for mx.conv_general
+            w = w.transpose(2, 3, 1, 0) if self.conv_impl == "im2col" else w.transpose(0, 2, 3, 1)
+        elif kind == "linear":
+            w = w.T  # (out, in) -> (in, out): x @ W without a transposed view
+        elif kind != "vector":
+            raise ValueError(f"param kind must be 'conv', 'linear' or 'vector'; got {kind!r}")
+        out = self.asarray(w)
+        self._mx.eval(out)
+        return out
+
+    def shape(self, x) -> tuple[int, ...]:
+        s = tuple(int(d) for d in x.shape)
+        return (s[0], s[3], s[1], s[2]) if len(s) == 4 else s
+
+    def synchronize(self, x):
+        self._mx.eval(x)
+        return x
+
+    def compile_forward(self, fn):
+        """``mx.compile(fn)`` when compiling is on, else ``fn`` (traced once per input shape)."""
+        return self._mx.compile(fn) if self.compile else fn
+
+    # ------------------------------------------------------------------ convolution
+    def conv2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
+        mx = self._mx
+        c = x.shape[-1]
+        if self.conv_impl == "im2col":
+            kh, kw, cg, o = w.shape
+        else:
+            o, kh, kw, cg = w.shape
+        if c != cg * groups or o % groups:
+            raise ValueError(
+                f"conv2d: input has {c} channels, weight with {cg} input channels per group and "
+                f"groups={groups} expects {cg * groups}"
+            )
+        if self.conv_impl == "conv2d":
+            y = self._conv_general(x, w, stride, padding, dilation, groups)
+        elif groups == 1:
+            y = self._conv_im2col(x, w, stride, padding, dilation)
+        elif cg == 1 and o == c:
+            y = self._conv_depthwise_taps(x, w, stride, padding, dilation)
+        else:  # grouped, not depthwise: MLX's own grouped conv
+            y = self._conv_general(x, w.transpose(3, 0, 1, 2), stride, padding, dilation, groups)
+        return y if b is None else y + b
+
+    def _conv_general(self, x, w_ohwi, stride, padding, dilation, groups):
+        pt, pb, pl, pr = padding
+        return self._mx.conv_general(x, w_ohwi, stride=tuple(stride), padding=([pt, pl], [pb, pr]),
+                                     kernel_dilation=tuple(dilation), groups=groups)
+
+    def _taps(self, x, kernel, stride, padding, dilation, fill=0.0):
+        """Pad ``x`` (NHWC), then yield each kernel tap's strided (N, Ho, Wo, C) window slice."""
+        kh, kw = kernel
+        (sh, sw), (dh, dw) = stride, dilation
+        pt, pb, pl, pr = padding
+        n, h, wd, c = x.shape
+        ho = ref.conv_output_size(h, kh, sh, pt + pb, dh)
+        wo = ref.conv_output_size(wd, kw, sw, pl + pr, dw)
+        if ho <= 0 or wo <= 0:
+            raise ValueError(f"input {h}x{wd} is smaller than the kernel {kh}x{kw} (padding {padding})")
+        if any(padding):
+            x = self._mx.pad(x, [(0, 0), (pt, pb), (pl, pr), (0, 0)], constant_values=fill)
+        for i in range(kh):
+            for j in range(kw):
+                yield x[:, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw, :]
+
+    def _conv_im2col(self, x, w_hwio, stride, padding, dilation):
+        mx = self._mx
+        kh, kw, c, o = w_hwio.shape
+        cols = list(self._taps(x, (kh, kw), stride, padding, dilation))
+        # (N, Ho, Wo, KH*KW*C) in (kh, kw, c) order: the row order of the HWIO weight
+        patches = cols[0] if len(cols) == 1 else mx.concatenate(cols, axis=-1)
+        n, ho, wo, k = patches.shape
+        return (patches.reshape(n * ho * wo, k) @ w_hwio.reshape(k, o)).reshape(n, ho, wo, o)
+
+    def _conv_depthwise_taps(self, x, w_hwio, stride, padding, dilation):
+        kh, kw = w_hwio.shape[:2]
+        out = None
+        for t, tap in enumerate(self._taps(x, (kh, kw), stride, padding, dilation)):
+            term = tap * w_hwio[t // kw, t % kw, 0]
+            out = term if out is None else out + term
+        return out
+
+    def linear(self, x, w, b=None):
+        return x @ w if b is None else self._mx.addmm(b, x, w)
+
+    def batch_norm(self, x, mean, var, weight, bias, eps):
+        inv = weight * self._mx.rsqrt(var + eps)
+        return (x - mean) * inv + bias  # vectors broadcast over the last (channel) axis
+
+    # ------------------------------------------------------------------ activations
+    def relu(self, x):
+        return self._mx.maximum(x, 0.0)
+
+    def relu6(self, x):
+        return self._mx.clip(x, 0.0, 6.0)
+
+    def sigmoid(self, x):
+        return self._mx.sigmoid(x)
+
+    def hard_sigmoid(self, x):
+        return self.relu6(x + 3.0) / 6.0
+
+    def hard_swish(self, x):
+        return x * self.relu6(x + 3.0) / 6.0
+
+    # ------------------------------------------------------------------ pooling
+    def _pool_pads(self, x, kernel, stride, padding, ceil_mode):
+        """(top, bottom, left, right) padding so every (ceil-mode) window is complete, and (Ho, Wo)."""
+        _, h, w, _ = x.shape
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        ho = ref.pool_output_size(h, kh, sh, ph, ceil_mode)
+        wo = ref.pool_output_size(w, kw, sw, pw, ceil_mode)
+        eh = max(0, (ho - 1) * sh + kh - (h + 2 * ph))
+        ew = max(0, (wo - 1) * sw + kw - (w + 2 * pw))
+        return (ph, ph + eh, pw, pw + ew), (ho, wo)
+
+    def max_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False):
+        mx = self._mx
+        pads, (ho, wo) = self._pool_pads(x, kernel, stride, padding, ceil_mode)
+        out = None
+        for tap in self._taps(x, kernel, stride, pads, (1, 1), fill=-float("inf")):
+            tap = tap[:, :ho, :wo]
+            out = tap if out is None else mx.maximum(out, tap)
+        return out
+
+    def avg_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
+        mx = self._mx
+        _, h, w, _ = x.shape
+        pads, (ho, wo) = self._pool_pads(x, kernel, stride, padding, ceil_mode)
+        total = None
+        for tap in self._taps(x, kernel, stride, pads, (1, 1)):
+            tap = tap[:, :ho, :wo]
+            total = tap if total is None else total + tap
+        rows = _pool_counts(h, kernel[0], stride[0], padding[0], ceil_mode, count_include_pad)
+        cols = _pool_counts(w, kernel[1], stride[1], padding[1], ceil_mode, count_include_pad)
+        divisor = self.asarray(np.outer(rows, cols)[None, :, :, None])
+        return total / divisor
+
+    def global_avg_pool(self, x):
+        mx = self._mx
+        if self.dtype == "float32":
+            return mx.mean(x, axis=(1, 2))
+        # a half-precision sum over H*W loses digits: accumulate in float32
+        return mx.mean(x.astype(mx.float32), axis=(1, 2)).astype(self._dt)
+
+    # ------------------------------------------------------------------ elementwise / shape
+    def add(self, a, b):
+        return a + b
+
+    def maximum(self, a, b):
+        return self._mx.maximum(a, b)
+
+    def mul_channel(self, x, s):
+        return x * s[:, None, None, :]
+
+    def mul_pixel(self, x, q):
+        return x * q  # q is (N, H, W, 1)
+
+    def upsample_nearest2x(self, x):
+        n, h, w, c = x.shape
+        up = self._mx.broadcast_to(x[:, :, None, :, None, :], (n, h, 2, w, 2, c))
+        return up.reshape(n, 2 * h, 2 * w, c)
+
+    def concat_channels(self, xs: Sequence):
+        return self._mx.concatenate(list(xs), axis=-1)
