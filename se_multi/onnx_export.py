@@ -1,0 +1,473 @@
+"""ONNX export by tracing the op graph: the model's own ``forward`` runs on a recording backend.
+
+:class:`OnnxRecorder` is a :class:`~se_multi.backend.Backend` whose "arrays" are symbolic
+tensors (:class:`Sym`: an ONNX value name plus its public shape). Every op call appends
+standard ONNX nodes (no custom ops, so any ONNX runtime can load the file); ``param``
+turns each folded weight into an initializer. Binding goes through the normal
+``create_model(..., backend=OnnxRecorder(...))`` path, so the exported graph is exactly
+the function the other backends compute.
+
+SE stays in 4-D form in the graph: the squeezed vector is kept as ``(N, C, 1, 1)``
+(GlobalAveragePool output) and the two FCs are 1x1 Convs, so the block is
+``GlobalAveragePool -> Conv -> Relu -> Conv -> Sigmoid|HardSigmoid -> Mul`` with no
+Flatten/Unsqueeze round trip; the public ``(N, C)`` form is restored only where a
+vector leaves the graph (or meets a Gemm).
+
+Command line: ``se-multi export NAME OUT.onnx [--weights W] [--opset N] [--fp16] [--input-size H W]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from se_multi import reference as ref
+from se_multi.backend import Backend
+
+#: opsets this exporter writes: 13 is the first with Unsqueeze/Reshape axes as inputs
+MIN_OPSET = 13
+DEFAULT_OPSET = 17
+#: ONNX op -> first opset that has it in the form used here
+OP_MIN_OPSET = {"HardSwish": 14}
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+BATCH_DIM = "batch"
+
+
+class OnnxExportError(ValueError):
+    """An op, option or setting that has no ONNX form here."""
+
+
+class Sym:
+    """A symbolic tensor: ONNX value ``name`` with its public ``shape``.
+
+    ``vec4d`` marks an ``(N, C)`` per-channel vector stored in the graph as ``(N, C, 1, 1)``;
+    ``const`` holds the value of an initializer (weights), so weight reshapes happen at
+    export time instead of as graph nodes.
+    """
+
+    __slots__ = ("name", "shape", "vec4d", "const")
+
+    def __init__(self, name: str, shape: tuple, vec4d: bool = False, const: np.ndarray | None = None):
+        self.name, self.shape, self.vec4d, self.const = name, tuple(shape), vec4d, const
+
+    def __repr__(self) -> str:
+        return f"Sym({self.name!r}, {self.shape}{', 4d' if self.vec4d else ''})"
+
+
+def _onnx():
+    try:
+        import onnx
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("ONNX export needs the onnx package: pip install 'se-multi[onnx]'") from None
+    return onnx
+
+
+def check_opset(opset: int) -> int:
+    onnx = _onnx()
+    newest = onnx.defs.onnx_opset_version()
+    if not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= int(opset) <= newest:
+        raise OnnxExportError(f"ONNX export: opset must be an integer in [{MIN_OPSET}, {newest}]; got {opset!r}")
+    return int(opset)
+
+
+class OnnxRecorder(Backend):
+    """Records op calls as ONNX nodes. Use one instance per exported graph."""
+
+    name = "onnx-recorder"
+    package = "onnx"
+    extra = "onnx"
+    dtypes = ("float32", "float16")
+
+    def __init__(self, dtype: str = "float32", device: str | None = None, opset: int = DEFAULT_OPSET):
+        if str(dtype) not in self.dtypes:
+            raise OnnxExportError(f"ONNX export supports dtype {', '.join(self.dtypes)}; got {dtype!r}")
+        super().__init__(dtype, None)
+        self.opset = check_opset(opset)
+        self._np_dtype = np.dtype(self.dtype)
+        onnx = _onnx()
+        self._elem_type = onnx.helper.np_dtype_to_tensor_dtype(self._np_dtype)
+        self.nodes: list = []
+        self.initializers: list = []
+        self.inputs: list = []
+        self._count = 0
+        self._consts: dict[Any, Sym] = {}
+        self._keepalive: list = []  # arrays whose id() keys _consts must not be reused
+
+    # ------------------------------------------------------------------ graph building
+    def _fresh(self, hint: str) -> str:
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+    def _node(self, op_type: str, inputs: Sequence[Sym | str | None], shape, vec4d: bool = False,
+              **attrs) -> Sym:
+        need = OP_MIN_OPSET.get(op_type, 0)
+        if self.opset < need:
+            raise OnnxExportError(f"ONNX export: op {op_type} needs opset >= {need}; got opset {self.opset}")
+        out = self._fresh(op_type.lower())
+        names = ["" if i is None else (i if isinstance(i, str) else i.name) for i in inputs]
+        while names and names[-1] == "":
+            names.pop()  # trailing optional inputs are omitted, not named ""
+        self.nodes.append(_onnx().helper.make_node(op_type, names, [out], name=out, **attrs))
+        return Sym(out, shape, vec4d)
+
+    def _initializer(self, value: np.ndarray, hint: str, key=None) -> Sym:
+        if key is not None and key in self._consts:
+            return self._consts[key]
+        name = self._fresh(hint)
+        self.initializers.append(_onnx().numpy_helper.from_array(np.ascontiguousarray(value), name))
+        sym = Sym(name, value.shape, const=value)
+        if key is not None:
+            self._consts[key] = sym
+        return sym
+
+    def _scalar(self, v: float) -> Sym:
+        value = np.asarray(v, self._np_dtype)
+        return self._initializer(value, "const", key=("scalar", float(v)))
+
+    def _ints(self, values: Sequence[int]) -> Sym:
+        value = np.asarray(values, np.int64)
+        return self._initializer(value, "ints", key=("ints", tuple(int(v) for v in values)))
+
+    def _tensor(self, w) -> Sym | None:
+        """A weight or input: a Sym as is; a NumPy array (a module bound on a NumPy-array
+        backend such as onnxruntime) becomes an initializer once per array."""
+        if w is None or isinstance(w, Sym):
+            return w
+        if isinstance(w, np.ndarray):
+            key = ("array", id(w))
+            if key not in self._consts:
+                self._keepalive.append(w)
+            return self._initializer(w.astype(self._np_dtype, copy=False), "w", key=key)
+        raise OnnxExportError(f"ONNX export: expected a symbolic tensor or a NumPy array; got {type(w).__name__}")
+
+    def graph_input(self, name: str, shape: tuple) -> Sym:
+        helper = _onnx().helper
+        self.inputs.append(helper.make_tensor_value_info(name, self._elem_type, list(shape)))
+        return Sym(name, shape)
+
+    def to_model(self, outputs: Sequence[Sym], output_names: Sequence[str] | None = None,
+                 graph_name: str = "se_multi"):
+        """The ModelProto with ``outputs`` renamed to ``output_names`` (Identity nodes)."""
+        onnx = _onnx()
+        helper = onnx.helper
+        outs = []
+        for i, sym in enumerate(outputs):
+            name = output_names[i] if output_names else f"{OUTPUT_NAME}{i}"
+            if sym.name != name:
+                self.nodes.append(helper.make_node("Identity", [sym.name], [name], name=f"{name}_identity"))
+            outs.append(helper.make_tensor_value_info(name, self._elem_type, list(sym.shape)))
+        used = {name for node in self.nodes for name in node.input}
+        # weights replaced by a reshaped copy (a linear weight used as a 1x1 conv), heads a model never calls
+        initializers = [t for t in self.initializers if t.name in used]
+        graph = helper.make_graph(self.nodes, graph_name, self.inputs, outs, initializer=initializers)
+        opset = [helper.make_opsetid("", self.opset)]
+        model = helper.make_model(graph, opset_imports=opset, producer_name="se_multi",
+                                  producer_version=_version())
+        model.ir_version = helper.find_min_ir_version_for(opset)  # loadable by the oldest runtime that has the opset
+        return model
+
+    # ------------------------------------------------------------------ Backend: arrays
+    def asarray(self, x):
+        if isinstance(x, Sym):
+            return x
+        return self._initializer(np.asarray(x, self._np_dtype), "const")
+
+    def to_numpy(self, x):
+        raise OnnxExportError("ONNX export: a traced tensor has no value (to_numpy called while recording)")
+
+    def is_native(self, x) -> bool:
+        return isinstance(x, Sym)
+
+    def input(self, x):
+        return self.asarray(x)
+
+    def output(self, y):
+        return self._vec2d(y)
+
+    def param(self, w: np.ndarray, kind: str):
+        if kind not in ("conv", "linear", "vector"):
+            raise OnnxExportError(f"ONNX export: param kind must be 'conv', 'linear' or 'vector'; got {kind!r}")
+        return self._initializer(np.asarray(w).astype(self._np_dtype), kind)
+
+    def shape(self, x):
+        return tuple(x.shape)
+
+    # ------------------------------------------------------------------ layout helpers
+    def _vec4d(self, s: Sym) -> Sym:
+        """An (N, C) vector as (N, C, 1, 1) for channel broadcast."""
+        if s.vec4d:
+            return s
+        if len(s.shape) != 2:
+            raise OnnxExportError(f"ONNX export: expected an (N, C) vector; got shape {s.shape}")
+        return self._node("Unsqueeze", [s, self._ints([2, 3])], s.shape, vec4d=True)
+
+    def _vec2d(self, s: Sym) -> Sym:
+        if not s.vec4d:
+            return s
+        return self._node("Flatten", [s], s.shape, axis=1)
+
+    def _conv_weight(self, w: Sym) -> Sym:
+        """A linear weight (out, in) as a 1x1 conv weight (out, in, 1, 1)."""
+        if len(w.shape) == 4:
+            return w
+        if w.const is not None:
+            return self._initializer(w.const.reshape(*w.shape, 1, 1), "w1x1", key=("w1x1", w.name))
+        return self._node("Reshape", [w, self._ints([*w.shape, 1, 1])], (*w.shape, 1, 1))
+
+    def _same(self, op_type: str, x: Sym, **attrs) -> Sym:
+        return self._node(op_type, [x], x.shape, x.vec4d, **attrs)
+
+    # ------------------------------------------------------------------ primitives
+    def conv2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
+        x, w, b = self._tensor(x), self._tensor(w), self._tensor(b)
+        if x.vec4d:  # a 1x1 conv on a squeezed vector (SE written with conv2d)
+            h = wd = 1
+        else:
+            h, wd = x.shape[2], x.shape[3]
+        o, _, kh, kw = w.shape
+        top, bottom, left, right = padding
+        ho = ref.conv_output_size(h, kh, stride[0], top + bottom, dilation[0])
+        wo = ref.conv_output_size(wd, kw, stride[1], left + right, dilation[1])
+        return self._node("Conv", [x, w, b], (x.shape[0], o, ho, wo), kernel_shape=[kh, kw],
+                          strides=list(stride), pads=[top, left, bottom, right],  # ONNX: begins, then ends
+                          dilations=list(dilation), group=int(groups))
+
+    def linear(self, x, w, b=None):
+        x, w, b = self._tensor(x), self._tensor(w), self._tensor(b)
+        x = self._vec2d(x)
+        return self._node("Gemm", [x, w, b], (x.shape[0], w.shape[0]), transB=1)
+
+    def batch_norm(self, x, mean, var, weight, bias, eps):
+        x, mean, var, weight, bias = map(self._tensor, (x, mean, var, weight, bias))
+        return self._node("BatchNormalization", [x, weight, bias, mean, var], x.shape, x.vec4d,
+                          epsilon=float(eps))
+
+    def relu(self, x):
+        return self._same("Relu", self._tensor(x))
+
+    def relu6(self, x):
+        x = self._tensor(x)
+        return self._node("Clip", [x, self._scalar(0.0), self._scalar(6.0)], x.shape, x.vec4d)
+
+    def sigmoid(self, x):
+        return self._same("Sigmoid", self._tensor(x))
+
+    def hard_sigmoid(self, x):
+        return self._same("HardSigmoid", self._tensor(x), alpha=1.0 / 6.0, beta=0.5)
+
+    def hard_swish(self, x):
+        return self._same("HardSwish", self._tensor(x))
+
+    def _pool(self, op_type, x, kernel, stride, padding, ceil_mode, **attrs):
+        x = self._tensor(x)
+        if x.vec4d or len(x.shape) != 4:
+            raise OnnxExportError(f"ONNX export: {op_type} needs an NCHW feature map; got shape {x.shape}")
+        ho = ref.pool_output_size(x.shape[2], kernel[0], stride[0], padding[0], ceil_mode)
+        wo = ref.pool_output_size(x.shape[3], kernel[1], stride[1], padding[1], ceil_mode)
+        return self._node(op_type, [x], (x.shape[0], x.shape[1], ho, wo), kernel_shape=list(kernel),
+                          strides=list(stride), pads=[padding[0], padding[1], padding[0], padding[1]],
+                          ceil_mode=int(bool(ceil_mode)), **attrs)
+
+    def max_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False):
+        return self._pool("MaxPool", x, kernel, stride, padding, ceil_mode)
+
+    def avg_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
+        return self._pool("AveragePool", x, kernel, stride, padding, ceil_mode,
+                          count_include_pad=int(bool(count_include_pad)))
+
+    def global_avg_pool(self, x):
+        x = self._tensor(x)
+        return self._node("GlobalAveragePool", [x], x.shape[:2], vec4d=True)
+
+    def _binary(self, op_type, a, b):
+        a, b = self._tensor(a), self._tensor(b)
+        if a.vec4d != b.vec4d:
+            a, b = self._vec4d(a), self._vec4d(b)
+        return self._node(op_type, [a, b], a.shape, a.vec4d)
+
+    def add(self, a, b):
+        return self._binary("Add", a, b)
+
+    def maximum(self, a, b):
+        return self._binary("Max", a, b)
+
+    def mul_channel(self, x, s):
+        x, s = self._tensor(x), self._tensor(s)
+        return self._node("Mul", [x, self._vec4d(s)], x.shape)
+
+    def mul_pixel(self, x, q):
+        x, q = self._tensor(x), self._tensor(q)
+        return self._node("Mul", [x, q], x.shape)
+
+    def upsample_nearest2x(self, x):
+        x = self._tensor(x)
+        n, c, h, w = x.shape
+        scales = self._initializer(np.asarray([1, 1, 2, 2], np.float32), "scales", key="scales2x")
+        # asymmetric + floor is exactly out[i] = in[i // 2], PyTorch's nearest rule
+        return self._node("Resize", [x, None, scales], (n, c, 2 * h, 2 * w), mode="nearest",
+                          coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+
+    def concat_channels(self, xs):
+        xs = [self._tensor(x) for x in xs]
+        n, _, h, w = xs[0].shape
+        return self._node("Concat", xs, (n, sum(x.shape[1] for x in xs), h, w), axis=1)
+
+    # ------------------------------------------------------------------ fused ops in graph form
+    def excite(self, z, w1, b1, w2, b2, act="relu", gate="sigmoid"):
+        """FC -> act -> FC -> gate as 1x1 Convs on the (N, C, 1, 1) squeeze: no Flatten/Gemm/Unsqueeze."""
+        z = self._vec4d(self._tensor(z))
+        w1, b1, w2, b2 = map(self._tensor, (w1, b1, w2, b2))
+        h = self.act(act, self._conv1x1(z, w1, b1))
+        return self.act(gate, self._conv1x1(h, w2, b2))
+
+    def _conv1x1(self, v: Sym, w: Sym, b: Sym | None) -> Sym:
+        w = self._conv_weight(w)
+        return self._node("Conv", [v, w, b], (v.shape[0], w.shape[0]), vec4d=True, kernel_shape=[1, 1])
+
+    # ------------------------------------------------------------------ tracing a module
+    def trace(self, module, input_shape: tuple, graph_name: str = "se_multi"):
+        """Run ``module.forward`` on a symbolic NCHW input of ``input_shape`` -> ModelProto."""
+        x = self.graph_input(INPUT_NAME, input_shape)
+        y = self.output(module(self, self.input(x)))
+        return self.to_model([y], [OUTPUT_NAME], graph_name)
+
+
+def _version() -> str:
+    try:
+        from se_multi import __version__
+    except ImportError:  # pragma: no cover
+        return "unknown"
+    return __version__
+
+
+# =========================================================================== metadata
+def pretrained_metadata(model_name: str, num_classes: int | None) -> dict[str, str]:
+    """Preprocessing a consumer needs (mean, std, input size, interpolation, crop) and the
+    class labels: the 1000 ImageNet names, newline-joined, when the head is ImageNet-1k, so
+    the file is self-contained (a browser or TensorRT consumer has no se_multi)."""
+    try:
+        from se_multi.pretrained import get_config, imagenet_labels
+        cfg = get_config(model_name)
+    except (ImportError, ValueError):
+        return {"pretrained_config": "none"}  # a model without a published preprocessing recipe
+    meta = {
+        "pretrained_tag": cfg.tag,
+        "mean": json.dumps(list(cfg.mean)),
+        "std": json.dumps(list(cfg.std)),
+        "input_size": json.dumps(list(cfg.input_size)),
+        "interpolation": cfg.interpolation,
+        "crop_pct": repr(cfg.crop_pct),
+        "crop_mode": cfg.crop_mode,
+    }
+    if num_classes == 1000 and cfg.num_classes == 1000:
+        meta["label_set"] = "imagenet-1k"
+        meta["labels"] = "\n".join(imagenet_labels())
+    return meta
+
+
+def _num_classes(output_shape: tuple) -> int | None:
+    return int(output_shape[1]) if len(output_shape) >= 2 and isinstance(output_shape[1], (int, np.integer)) else None
+
+
+def _batch_dim(batch) -> str | int:
+    if batch == "dynamic":
+        return BATCH_DIM
+    if isinstance(batch, (int, np.integer)) and not isinstance(batch, bool) and batch >= 1:
+        return int(batch)
+    raise OnnxExportError(f"ONNX export: batch must be 'dynamic' or a positive integer; got {batch!r}")
+
+
+def build_onnx(model_or_name, weights=None, input_size=(224, 224), batch="dynamic",
+               opset: int = DEFAULT_OPSET, dtype: str = "float32", **model_kwargs):
+    """The ONNX ModelProto for a model name (bound with ``weights``) or a bound ``Model``
+    whose weights are NumPy arrays (numpy or onnxruntime backend)."""
+    from se_multi.models import Model, create_model
+
+    dtype = "float16" if dtype in ("fp16", "half") else str(dtype)
+    recorder = OnnxRecorder(dtype=dtype, opset=opset)
+    if isinstance(model_or_name, Model):
+        if weights is not None or model_kwargs:
+            raise OnnxExportError("ONNX export: weights/model options apply to a model name, not a built Model")
+        model = model_or_name
+    elif isinstance(model_or_name, str):
+        model = create_model(model_or_name, weights=weights, backend=recorder, **model_kwargs)
+    else:
+        raise OnnxExportError(f"ONNX export: expected a model name or a se_multi Model; got {type(model_or_name).__name__}")
+    h, w = _input_size(input_size)
+    shape = (_batch_dim(batch), model.in_chans, h, w)
+    proto = recorder.trace(model.module, shape, graph_name=f"se_multi_{model.name}")
+    out_shape = [d.dim_value or d.dim_param for d in proto.graph.output[0].type.tensor_type.shape.dim]
+    meta = {
+        "se_multi.model": model.name,
+        "se_multi.version": _version(),
+        "input_names": json.dumps([INPUT_NAME]),
+        "output_names": json.dumps([OUTPUT_NAME]),
+        "input_layout": "NCHW",
+        "dtype": dtype,
+        **pretrained_metadata(model.name, _num_classes(tuple(out_shape))),
+    }
+    _onnx().helper.set_model_props(proto, meta)
+    return proto
+
+
+def _input_size(input_size) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in input_size)
+    except (TypeError, ValueError):
+        raise OnnxExportError(f"ONNX export: input_size must be (H, W); got {input_size!r}") from None
+    if h < 1 or w < 1:
+        raise OnnxExportError(f"ONNX export: input_size must be positive; got {input_size!r}")
+    return h, w
+
+
+def export_onnx(model_or_name, path, weights=None, input_size=(224, 224), batch="dynamic",
+                opset: int = DEFAULT_OPSET, dtype: str = "float32", check: bool = True, **model_kwargs):
+    """Write ``model_or_name`` as an ONNX file at ``path`` and return the path.
+
+    ``batch="dynamic"`` leaves the batch dimension symbolic; an int fixes it. ``dtype``
+    ``"float16"`` stores weights and I/O in half precision. ``check`` runs
+    ``onnx.checker.check_model(full_check=True)`` (which includes strict shape inference).
+    """
+    onnx = _onnx()
+    proto = build_onnx(model_or_name, weights, input_size, batch, opset, dtype, **model_kwargs)
+    if check:
+        onnx.checker.check_model(proto, full_check=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(proto, str(path))
+    return path
+
+
+# =========================================================================== CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model name (se-multi info lists them)")
+    parser.add_argument("output", help="path of the .onnx file to write")
+    parser.add_argument("--weights", default=None, help="checkpoint path or hub id (default: seeded weights)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--fp16", action="store_true", help="store weights and I/O as float16")
+    parser.add_argument("--input-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
+    parser.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
+    parser.add_argument("--num-classes", type=int, default=None)
+
+
+def run(args) -> int:
+    batch = args.batch if args.batch == "dynamic" else _parse_batch(args.batch)
+    path = export_onnx(args.model, args.output, weights=args.weights, input_size=tuple(args.input_size),
+                       batch=batch, opset=args.opset, dtype="float16" if args.fp16 else "float32",
+                       num_classes=args.num_classes)
+    size_mb = path.stat().st_size / 1e6
+    print(f"wrote {path} ({size_mb:.1f} MB, opset {args.opset}, {'float16' if args.fp16 else 'float32'})")
+    return 0
+
+
+def _parse_batch(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise OnnxExportError(f"--batch must be 'dynamic' or a positive integer; got {text!r}") from None
