@@ -1,0 +1,35 @@
+"""Shared fixtures for the benchmark suite (`pytest benchmarks --benchmark-only`).
+
+Models are built once per (backend, model, dtype) and cached for the session. The input
+size defaults to 224x224; ``SE_MULTI_BENCH_SIZE=64`` shrinks it (the test suite's smoke
+run uses that, so collecting and running one round stays fast)."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+import pytest
+
+import se_multi
+from se_multi.init import recipe_input
+
+SIZE = int(os.environ.get("SE_MULTI_BENCH_SIZE", "224"))
+BACKENDS = ("numpy", "torch", "mlx", "cupy", "onnxruntime")
+
+
+def skip_unless_available(backend: str) -> None:
+    ok, reason = se_multi.backend_status().get(backend, (False, "unknown backend"))
+    if not ok:
+        pytest.skip(f"{backend}: {reason}")
+
+
+@functools.lru_cache(maxsize=None)
+def cached_model(backend: str, model: str, dtype: str):
+    return se_multi.create_model(model, backend=backend, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def cached_input(batch: int, size: int = SIZE) -> np.ndarray:
+    return recipe_input((batch, 3, size, size), seed=1)

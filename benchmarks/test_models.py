@@ -1,0 +1,23 @@
+"""Whole-model latency: backend x model x batch x dtype, one table per (model, batch, dtype),
+so the backends are compared on the same work."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.conftest import BACKENDS, cached_input, cached_model, skip_unless_available
+
+MODELS = ("seresnet50", "resnet50", "se_mobilenetv1_100", "mobilenetv1_100", "mobilenetv3_large_100")
+
+
+@pytest.mark.parametrize("dtype", ["float32"])
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_model_latency(benchmark, backend, model, batch, dtype):
+    skip_unless_available(backend)
+    net = cached_model(backend, model, dtype)
+    x = net.ops.asarray(cached_input(batch))
+    benchmark.group = f"{model} batch {batch} {dtype}"
+    benchmark.extra_info.update(backend=backend, model=model, batch=batch, dtype=dtype)
+    benchmark(lambda: net.ops.synchronize(net(x)))

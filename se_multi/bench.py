@@ -1,0 +1,306 @@
+"""``se-multi bench``: does the same model run the same everywhere, and how fast?
+
+For every backend x model x batch x dtype it measures, on one seeded input:
+
+- latency: warm-up calls, then timed calls (lazy results materialised by the backend's
+  ``synchronize``), *interleaved* round-robin across configurations so that a noisy,
+  shared machine slows every configuration alike; median and spread are reported;
+- images/s at the median;
+- SE overhead: the SE model's median over its no-SE twin's, on the same backend
+  (``seresnet50 / resnet50``, ``se_mobilenetv1_100 / mobilenetv1_100``);
+- memory: the process's peak resident set during that configuration's forward
+  (Linux resets the high-water mark through ``/proc/self/clear_refs``), and the part of
+  it above the resident size just before the call (the forward's working memory);
+- accuracy: max relative error against the NumPy float64 reference on the same input,
+  and top-1 agreement (per image, or per pixel for segmentation).
+
+Weights are the seeded defaults unless ``--weights`` is given, so it runs offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+#: SE model -> the same model without SE (the SE overhead baseline)
+SE_BASELINES = {
+    "seresnet50": "resnet50",
+    "se_mobilenetv1_100": "mobilenetv1_100",
+}
+DEFAULT_MODELS = ("seresnet50", "resnet50")
+
+
+@dataclass
+class BenchRow:
+    backend: str
+    model: str
+    batch: int
+    dtype: str
+    input_size: tuple[int, int]
+    times_ms: list[float] = field(default_factory=list)
+    peak_rss_mb: float | None = None
+    forward_mb: float | None = None
+    max_rel_err: float | None = None
+    top1_agreement: float | None = None
+    se_overhead: float | None = None
+    error: str | None = None
+
+    @property
+    def median_ms(self) -> float | None:
+        return statistics.median(self.times_ms) if self.times_ms else None
+
+    @property
+    def images_per_s(self) -> float | None:
+        m = self.median_ms
+        return None if not m else 1000.0 * self.batch / m
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(median_ms=self.median_ms, images_per_s=self.images_per_s)
+        if self.times_ms:
+            q = np.percentile(self.times_ms, [10, 90])
+            d.update(p10_ms=float(q[0]), p90_ms=float(q[1]))
+        return d
+
+
+# --------------------------------------------------------------------------- memory
+def _rss_mb(field_name: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure_memory(fn) -> tuple[float | None, float | None]:
+    """(process peak RSS during ``fn()``, peak minus RSS before) in MiB; ``None`` off Linux."""
+    before = _rss_mb("VmRSS")
+    if before is None or not _reset_peak_rss():
+        fn()
+        return None, None
+    fn()
+    peak = _rss_mb("VmHWM")
+    return peak, (peak - before) if peak is not None else None
+
+
+# --------------------------------------------------------------------------- accuracy
+def compare(ours: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """(max|ours - ref| / max|ref|, fraction of argmax over axis 1 that agree)."""
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    rel = float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-30))
+    agree = float((ours.argmax(axis=1) == ref.argmax(axis=1)).mean())
+    return rel, agree
+
+
+# --------------------------------------------------------------------------- running
+def run_bench(backends, models, batches=(1,), dtype="float32", device=None, input_size=(224, 224),
+              warmup=2, min_runs=5, max_runs=50, budget_s=2.0, weights=None, progress=None,
+              reference=True) -> list[BenchRow]:
+    """Build every configuration, then time them interleaved; see the module docstring."""
+    from se_multi.dispatch import get_backend, to_numpy
+    from se_multi.init import recipe_input
+    from se_multi.models import create_model
+
+    rows, runners = [], []
+    refs: dict[tuple[str, int], np.ndarray] = {}
+    for model_name in models:
+        for batch in batches:
+            x = recipe_input((batch, 3, *input_size), seed=1)
+            if reference:
+                ref_model = create_model(model_name, weights=weights, backend=get_backend("numpy", "float64"))
+                refs[(model_name, batch)] = to_numpy(ref_model(x.astype(np.float64)))
+                del ref_model
+            for backend in backends:
+                row = BenchRow(backend, model_name, batch, dtype, tuple(input_size))
+                rows.append(row)
+                try:
+                    model = create_model(model_name, weights=weights, backend=backend, dtype=dtype, device=device)
+                    xb = model.ops.asarray(x)  # input transfer is not part of the timed call
+                    call = lambda m=model, xb=xb: m.ops.synchronize(m(xb))  # noqa: E731
+                    for _ in range(warmup):
+                        out = call()
+                    row.peak_rss_mb, row.forward_mb = measure_memory(call)
+                    if reference:
+                        row.max_rel_err, row.top1_agreement = compare(to_numpy(out), refs[(model_name, batch)])
+                    runners.append((row, call))
+                except Exception as exc:  # one broken configuration must not stop the table
+                    row.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                if progress:
+                    progress(f"built {backend} {model_name} b{batch}")
+
+    # interleaved timing: round-robin until every config has min_runs and the budget is spent
+    deadline = time.perf_counter() + budget_s * max(1, len(runners))
+    total = 0
+    while runners:
+        pending = [(r, c) for r, c in runners if len(r.times_ms) < max_runs]
+        if not pending or (time.perf_counter() > deadline and all(len(r.times_ms) >= min_runs for r, _ in runners)):
+            break
+        for row, call in pending:
+            t0 = time.perf_counter()
+            call()
+            row.times_ms.append((time.perf_counter() - t0) * 1e3)
+            total += 1
+        if progress:
+            progress(f"timed {total} calls")
+
+    by_key = {(r.backend, r.model, r.batch): r for r in rows}
+    for r in rows:
+        base = by_key.get((r.backend, SE_BASELINES.get(r.model), r.batch))
+        if base and r.median_ms and base.median_ms:
+            r.se_overhead = r.median_ms / base.median_ms
+    return rows
+
+
+# --------------------------------------------------------------------------- reporting
+def environment() -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("numpy", "torch", "mlx", "cupy-cuda13x", "onnxruntime"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": platform.machine(),
+        "processor": _cpu_name(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def format_table(rows: list[BenchRow]) -> str:
+    head = ("backend", "model", "batch", "dtype", "median ms", "img/s", "SE ovh", "peak MiB", "fwd MiB",
+            "rel err", "top-1 agr")
+    lines = [head]
+    for r in rows:
+        if r.error:
+            lines.append((r.backend, r.model, str(r.batch), r.dtype, "error: " + r.error, *[""] * 6))
+            continue
+        lines.append((r.backend, r.model, str(r.batch), r.dtype, _fmt(r.median_ms, ".1f"), _fmt(r.images_per_s, ".1f"),
+                      _fmt(r.se_overhead, ".3f"), _fmt(r.peak_rss_mb, ".0f"), _fmt(r.forward_mb, ".0f"),
+                      _fmt(r.max_rel_err, ".1e"), _fmt(r.top1_agreement, ".3f")))
+    widths = [max(len(line[i]) for line in lines if len(line) > i) for i in range(len(head))]
+    out = []
+    for i, line in enumerate(lines):
+        if line[4].startswith("error:"):
+            out.append("  ".join(c.ljust(w) for c, w in zip(line[:4], widths)) + "  " + line[4])
+        else:
+            out.append("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+        if i == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def plot(rows: list[BenchRow], path: str) -> None:
+    """Grouped bar chart: one group per (model, batch), one bar per backend, median latency."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib: pip install 'se-multi[bench]'") from None
+    ok = [r for r in rows if r.median_ms]
+    groups = list(dict.fromkeys((r.model, r.batch) for r in ok))
+    backends = list(dict.fromkeys(r.backend for r in ok))
+    width = 0.8 / max(1, len(backends))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups) * max(1, len(backends)) / 2), 4.5))
+    for i, b in enumerate(backends):
+        vals = [next((r.median_ms for r in ok if r.backend == b and (r.model, r.batch) == g), 0) for g in groups]
+        bars = ax.bar([j + i * width for j in range(len(groups))], vals, width, label=b)
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    ax.set_xticks([j + width * (len(backends) - 1) / 2 for j in range(len(groups))])
+    ax.set_xticklabels([f"{m}\nbatch {b}" for m, b in groups], fontsize=8)
+    ax.set_ylabel("median latency (ms), lower is better")
+    dtype = ok[0].dtype if ok else ""
+    ax.set_title(f"se_multi backends, {dtype}, {_cpu_name()}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- CLI
+def _csv(text: str) -> list[str]:
+    return [t for t in (s.strip() for s in text.split(",")) if t]
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--backends", default="available",
+                        help="comma-separated backend names, or 'available' (default: every backend that runs here)")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
+    parser.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--input-size", nargs=2, type=int, default=(224, 224), metavar=("H", "W"))
+    parser.add_argument("--weights", default=None, help="checkpoint for every model (default: seeded weights)")
+    parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per configuration (default 2)")
+    parser.add_argument("--min-runs", type=int, default=5)
+    parser.add_argument("--no-reference", action="store_true", help="skip the float64 accuracy check")
+    parser.add_argument("--json", default=None, metavar="PATH", help="write results and environment as JSON")
+    parser.add_argument("--plot", default=None, metavar="PATH", help="write a bar chart PNG")
+
+
+def run(args) -> int:
+    from se_multi.dispatch import available_backends
+
+    backends = available_backends() if args.backends == "available" else _csv(args.backends)
+    models = _csv(args.models)
+    batches = [int(b) for b in _csv(args.batch)]
+
+    def progress(msg: str) -> None:
+        print(f"\r\033[K[bench] {msg}", end="", file=sys.stderr, flush=True)
+
+    env = environment()
+    print(f"se-multi bench: {env['processor']}, {env['cpus']} CPUs, {env['date']}; "
+          + ", ".join(f"{k} {v}" for k, v in env["versions"].items()), file=sys.stderr)
+    rows = run_bench(backends, models, batches, args.dtype, args.device, tuple(args.input_size),
+                     min_runs=args.min_runs, budget_s=args.budget, weights=args.weights,
+                     progress=progress if sys.stderr.isatty() else None, reference=not args.no_reference)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": env, "rows": [r.to_dict() for r in rows]}, f, indent=1)
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"wrote {args.plot}")
+    return 1 if any(r.error for r in rows) else 0

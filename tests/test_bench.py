@@ -1,0 +1,60 @@
+"""The benchmark suite and `se-multi bench` collect and run (one round, small inputs).
+Speed itself is measured by the benchmarks, never asserted here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from se_multi import bench
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmarks_collect_and_run_one_round():
+    env = dict(os.environ, SE_MULTI_BENCH_SIZE="64")
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
+         "-k", "numpy and (se_block or (mobilenetv1_100 and batch1) or ((test_torch_eager_baseline) and 1))"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert " passed" in out.stdout
+
+
+def test_bench_cli_offline_table_json_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    from se_multi.cli import main
+
+    js, png = tmp_path / "b.json", tmp_path / "b.png"
+    rc = main(["bench", "--backends", "numpy", "--models", "se_mobilenetv1_100,mobilenetv1_100",
+               "--input-size", "64", "64", "--budget", "0", "--min-runs", "2", "--json", str(js), "--plot", str(png)])
+    assert rc == 0
+    data = json.loads(js.read_text())
+    rows = {r["model"]: r for r in data["rows"]}
+    assert rows["se_mobilenetv1_100"]["se_overhead"] > 0
+    # numpy float32 against the numpy float64 reference: close, and the same top-1
+    assert rows["se_mobilenetv1_100"]["max_rel_err"] < 1e-4
+    assert rows["se_mobilenetv1_100"]["top1_agreement"] == 1.0
+    assert len(rows["mobilenetv1_100"]["times_ms"]) >= 2
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_metric_catches_disagreement():
+    ref = np.array([[0.0, 1.0, 2.0], [3.0, 1.0, 0.0]])
+    rel, agree = bench.compare(ref[:, ::-1], ref)
+    assert rel == pytest.approx(1.0) and agree == 0.0
+    assert bench.compare(ref, ref) == (0.0, 1.0)
+
+
+def test_bench_reports_a_broken_configuration_instead_of_crashing():
+    rows = bench.run_bench(["no_such_backend"], ["mobilenetv1_100"], input_size=(32, 32), budget_s=0,
+                           min_runs=1, reference=False)
+    assert rows[0].error and "no_such_backend" in rows[0].error
+    assert "error:" in bench.format_table(rows)
