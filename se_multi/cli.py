@@ -20,7 +20,10 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="se-multi", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="se-multi",
+        description="Squeeze-and-Excitation networks on NumPy, PyTorch, MLX, CuPy and ONNX Runtime, "
+                    "checked against a NumPy float64 reference.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         try:
