@@ -42,9 +42,9 @@ Lazy evaluation. MLX builds a graph and computes on :func:`mlx.core.eval`; this
 backend evaluates in :meth:`output`, :meth:`synchronize` and :meth:`to_numpy`, so
 what a user (or a timer) receives is always materialised.
 
-``mx.compile``: :meth:`compile_forward` wraps a whole forward in ``mx.compile`` when
-the backend was created with ``compile=True`` (or ``SE_MULTI_MLX_COMPILE=1``); it
-returns the function unchanged otherwise.
+``mx.compile``: with ``compile=True`` (or ``SE_MULTI_MLX_COMPILE=1``) :meth:`run_model`
+runs each model's whole forward through ``mx.compile`` (traced once per input shape),
+and :meth:`compile_forward` does the same for any function; otherwise both run op by op.
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ class MlxBackend(Backend):
             compile = os.environ.get(COMPILE_ENV_VAR, "") not in ("", "0", "false", "False")
         #: whether :meth:`compile_forward` wraps forwards in ``mx.compile``
         self.compile = bool(compile)
+        self._compiled: dict[int, tuple] = {}
         if self._device != mx.default_device():
             for op in _OPS:
                 setattr(self, op, _stream_bound(getattr(self, op), self._device))
@@ -202,6 +203,15 @@ class MlxBackend(Backend):
     def compile_forward(self, fn):
         """``mx.compile(fn)`` when compiling is on, else ``fn`` (traced once per input shape)."""
         return self._mx.compile(fn) if self.compile else fn
+
+    def run_model(self, module, x):
+        """The whole forward, through ``mx.compile`` when compiling is on (one per module)."""
+        if not self.compile:
+            return super().run_model(module, x)
+        entry = self._compiled.get(id(module))
+        if entry is None:  # the module is kept in the entry so its id cannot be reused
+            entry = self._compiled[id(module)] = (module, self._mx.compile(lambda x: module(self, x)))
+        return self.output(entry[1](self.input(x)))
 
     # ------------------------------------------------------------------ convolution
     def conv2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):

@@ -73,6 +73,11 @@ class OnnxRuntimeBackend(GraphBackend):
         self._op_sessions: dict[Any, Any] = {}
         self._graphs: dict[Any, Any] = {}
 
+    def __repr__(self) -> str:
+        providers = ", ".join(p if isinstance(p, str) else p[0] for p in self.providers)
+        return (f"<OnnxRuntimeBackend 'onnxruntime' dtype={self.dtype}, whole graph, opset {self.opset}, "
+                f"{providers}, {self.threads} threads>")
+
     # ------------------------------------------------------------------ sessions
     def _providers(self, device: str | None) -> list:
         if device in (None, "cpu"):
@@ -138,11 +143,6 @@ class OnnxRuntimeBackend(GraphBackend):
             runner = self._graphs[key] = _SessionRunner(self.session(proto.SerializeToString()), self)
             runner.module = module  # keeps id(module) from being reused while cached
         return runner
-
-    def run_model(self, module, x):
-        """Run a bound module on a public NCHW input through its compiled whole graph."""
-        x = self.asarray(x)
-        return self.compile(module, x.shape)(x)
 
     def load(self, path) -> "_SessionRunner":
         """An ``.onnx`` file -> ``fn(x_nchw) -> output`` with this backend's session options.

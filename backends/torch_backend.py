@@ -71,6 +71,10 @@ class TorchBackend(Backend):
         self.channels_last = bool(channels_last)
 
     # ------------------------------------------------------------------ device
+
+    def __repr__(self) -> str:
+        layout = "channels_last" if self.channels_last else "NCHW"
+        return f"<TorchBackend 'torch' dtype={self.dtype}, device={str(self._dev)!r}, {layout}>"
     def _resolve_device(self, device: str):
         torch = self.torch
         try:

@@ -120,6 +120,16 @@ class Backend(abc.ABC):
         """Materialise lazy work / wait for the device (for timing). Returns ``x``."""
         return x
 
+    def run_model(self, module: Any, x: Any) -> Array:
+        """Run a bound module on a public NCHW input and return the public output.
+
+        This is how :class:`se_multi.Model` calls every backend. The default runs the
+        module op by op between :meth:`input` and :meth:`output`; a backend that takes a
+        whole forward at once (a traced/compiled graph, an inference session) overrides
+        this one method, and nothing in the models changes.
+        """
+        return self.output(module(self, self.input(x)))
+
     # ------------------------------------------------------------------ primitives
     @abc.abstractmethod
     def conv2d(self, x: Array, w: Array, b: Array | None = None, stride=(1, 1),
@@ -245,12 +255,17 @@ class Backend(abc.ABC):
 class GraphBackend(Backend):
     """A backend that runs a whole model at once (ONNX Runtime, TensorRT, ...).
 
-    ``create_model`` calls :meth:`compile` with the bound model (already holding
-    folded NumPy weights) and a sample input shape; the returned callable takes a
-    public NCHW array and returns the public output. Such a backend still exposes
-    the op table: the conformance suite checks each op by compiling a one-op graph.
+    :meth:`run_model` (what every model call goes through) hands the bound module
+    (already holding folded weights, made by :meth:`param`) and the input's shape to
+    :meth:`compile`, and runs the callable it returns; an implementation caches that
+    callable per module and input shape. Such a backend still exposes the op table:
+    the conformance suite checks each op by compiling a one-op graph.
     """
 
     @abc.abstractmethod
     def compile(self, model: Any, input_shape: tuple[int, ...]):
         """Return ``fn(x_nchw) -> output`` running the whole model."""
+
+    def run_model(self, module: Any, x: Any) -> Array:
+        x = self.asarray(x)
+        return self.compile(module, tuple(x.shape))(x)

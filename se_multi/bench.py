@@ -51,6 +51,8 @@ class BenchRow:
     top1_agreement: float | None = None
     se_overhead: float | None = None
     error: str | None = None
+    #: the backend instance's settings (dtype, device, layout, compiled or not)
+    settings: str | None = None
 
     @property
     def median_ms(self) -> float | None:
@@ -134,6 +136,7 @@ def run_bench(backends, models, batches=(1,), dtype="float32", device=None, inpu
                 rows.append(row)
                 try:
                     model = create_model(model_name, weights=weights, backend=backend, dtype=dtype, device=device)
+                    row.settings = repr(model.ops)
                     xb = model.ops.asarray(x)  # input transfer is not part of the timed call
                     call = lambda m=model, xb=xb: m.ops.synchronize(m(xb))  # noqa: E731
                     for _ in range(warmup):
@@ -297,6 +300,8 @@ def run(args) -> int:
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print(format_table(rows))
+    for settings in dict.fromkeys(r.settings for r in rows if r.settings):
+        print(f"  {settings}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"environment": env, "rows": [r.to_dict() for r in rows]}, f, indent=1)

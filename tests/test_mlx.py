@@ -272,3 +272,18 @@ def test_model_on_mlx_matches_numpy_float64(name):
     expected = create_model(name, backend="numpy", dtype="float64").predict_numpy(x)
     assert got.shape == expected.shape
     assert rel(got, expected) < 1e-4
+
+
+def test_compiled_backend_runs_the_whole_model_through_mx_compile(monkeypatch):
+    from se_multi.models import create_model
+
+    ops = MlxBackend(compile=True)
+    calls = []
+    real_compile = ops._mx.compile
+    monkeypatch.setattr(ops._mx, "compile", lambda fn: calls.append(fn) or real_compile(fn))
+    model = create_model("se_mobilenetv1_100", backend=ops)
+    x = recipe_input((1, 3, 32, 32))
+    expected = create_model("se_mobilenetv1_100", backend="numpy", dtype="float64").predict_numpy(x)
+    for _ in range(2):  # the second call reuses the compiled forward
+        assert rel(model.predict_numpy(x), expected) < 1e-4
+    assert len(calls) == 1

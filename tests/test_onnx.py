@@ -111,7 +111,9 @@ def peer_checkpoints(tmp_path_factory):
 def test_whole_graph_matches_peer_logits(peer_checkpoints, fixture):
     exp = expected(fixture)
     model = create_model(FIXTURE_MODELS[fixture], weights=str(peer_checkpoints(fixture)), backend="onnxruntime")
-    logits = model.ops.run_model(model.module, exp["x"])  # the whole-graph path, one session
+    logits = model(exp["x"])
+    # the model call took the whole-graph path: one session for the model, no one-op graphs
+    assert len(model.ops._graphs) == 1 and not model.ops._op_sessions
     assert logits.shape == exp["logits"].shape
     assert rel_err(logits, exp["logits"]) <= 1e-4
     if "logits_without_se" in exp:  # the SE path is in the graph: dropping it is far outside tolerance

@@ -79,7 +79,7 @@ class Model:
 
     def __call__(self, x: Any) -> Any:
         self.check_input(x)
-        return self.ops.output(self.module(self.ops, self.ops.input(x)))
+        return self.ops.run_model(self.module, x)
 
     def predict_numpy(self, x: Any) -> np.ndarray:
         return to_numpy(self(x))
