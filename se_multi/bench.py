@@ -35,6 +35,8 @@ SE_BASELINES = {
     "se_mobilenetv1_100": "mobilenetv1_100",
 }
 DEFAULT_MODELS = ("seresnet50", "resnet50")
+#: idle seconds before each timed call (see the timing loop in run_bench)
+SPIN_GAP_S = 0.2
 
 
 @dataclass
@@ -158,6 +160,10 @@ def run_bench(backends, models, batches=(1,), dtype="float32", device=None, inpu
         if not pending or (time.perf_counter() > deadline and all(len(r.times_ms) >= min_runs for r, _ in runners)):
             break
         for row, call in pending:
+            # The previous call's framework may still have threads spin-waiting for work
+            # (OpenMP, ONNX Runtime's pool): on a small machine they would steal cores from
+            # this call. A short idle gap lets them park, so no backend pays for another.
+            time.sleep(SPIN_GAP_S)
             t0 = time.perf_counter()
             call()
             row.times_ms.append((time.perf_counter() - t0) * 1e3)
@@ -251,7 +257,8 @@ def plot(rows: list[BenchRow], path: str) -> None:
         ax.bar_label(bars, fmt="%.0f", fontsize=7)
     ax.set_xticks([j + width * (len(backends) - 1) / 2 for j in range(len(groups))])
     ax.set_xticklabels([f"{m}\nbatch {b}" for m, b in groups], fontsize=8)
-    ax.set_ylabel("median latency (ms), lower is better")
+    ax.set_yscale("log")  # backends differ by 100x; a linear axis would flatten the fast ones
+    ax.set_ylabel("median latency (ms, log scale), lower is better")
     dtype = ok[0].dtype if ok else ""
     ax.set_title(f"se_multi backends, {dtype}, {_cpu_name()}", fontsize=9)
     ax.legend(fontsize=8)
