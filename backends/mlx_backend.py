@@ -42,7 +42,7 @@ Lazy evaluation. MLX builds a graph and computes on :func:`mlx.core.eval`; this
 backend evaluates in :meth:`output`, :meth:`synchronize` and :meth:`to_numpy`, so
 what a user (or a timer) receives is always materialised.
 
-``mx.compile``: with ``compile=True`` (or ``SE_MULTI_MLX_COMPILE=1``) :meth:`run_model`
+``mx.compile``: unless ``compile=False`` (or ``SE_MULTI_MLX_COMPILE=0``) :meth:`run_model`
 runs each model's whole forward through ``mx.compile`` (traced once per input shape),
 and :meth:`compile_forward` does the same for any function; otherwise both run op by op.
 """
@@ -120,7 +120,9 @@ class MlxBackend(Backend):
         #: the convolution formulation in use (see the module docstring for the measurements)
         self.conv_impl = conv
         if compile is None:
-            compile = os.environ.get(COMPILE_ENV_VAR, "") not in ("", "0", "false", "False")
+            # on by default: measured on Linux CPU (mlx 0.32, batch 1, 224x224) a compiled
+            # forward is 5% faster on SE-ResNet-50 and 9% on SE-MobileNet; =0 turns it off
+            compile = os.environ.get(COMPILE_ENV_VAR, "1") not in ("0", "false", "False")
         #: whether :meth:`compile_forward` wraps forwards in ``mx.compile``
         self.compile = bool(compile)
         self._compiled: dict[int, tuple] = {}

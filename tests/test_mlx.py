@@ -242,13 +242,14 @@ def test_output_and_synchronize_materialise_the_lazy_graph():
 
 
 # ------------------------------------------------------------------------- mx.compile
-def test_compile_forward_is_identity_unless_enabled(monkeypatch):
+def test_compile_is_on_by_default_and_can_be_turned_off(monkeypatch):
     monkeypatch.delenv("SE_MULTI_MLX_COMPILE", raising=False)
     fn = lambda x: x  # noqa: E731
-    assert MlxBackend().compile_forward(fn) is fn
-    monkeypatch.setenv("SE_MULTI_MLX_COMPILE", "1")
     assert MlxBackend().compile is True
     assert MlxBackend(compile=False).compile_forward(fn) is fn
+    monkeypatch.setenv("SE_MULTI_MLX_COMPILE", "0")
+    assert MlxBackend().compile is False
+    assert MlxBackend().compile_forward(fn) is fn
 
 
 def test_compiled_forward_matches_reference():
