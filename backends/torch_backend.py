@@ -70,11 +70,11 @@ class TorchBackend(Backend):
             channels_last = self._dev.type != "cpu" or CHANNELS_LAST_ON_CPU
         self.channels_last = bool(channels_last)
 
-    # ------------------------------------------------------------------ device
-
     def __repr__(self) -> str:
         layout = "channels_last" if self.channels_last else "NCHW"
         return f"<TorchBackend 'torch' dtype={self.dtype}, device={str(self._dev)!r}, {layout}>"
+
+    # ------------------------------------------------------------------ device
     def _resolve_device(self, device: str):
         torch = self.torch
         try:
