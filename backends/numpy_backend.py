@@ -9,7 +9,7 @@ formulation (the conformance suite checks these against the reference like any b
 - ``conv2d_act``, ``scale_add_relu`` and ``add_relu`` apply bias and activation in
   place on the array the op just created, saving a pass and an allocation each;
 - max pooling is an element-wise maximum over the kernel's taps rather than a
-  reduction over a strided window view (10x faster on the stem's 64x112x112 map).
+  reduction over a strided window view (stem pool, 64x112x112: 32.8 -> 2.0 ms).
 
 Measured on SE-ResNet-50 at 224x224, batch 1, float32 (2 cores): see the README.
 """
