@@ -20,6 +20,7 @@ import numpy as np
 
 from se_multi import reference as ref
 from se_multi.backend import Backend
+from se_multi.dispatch import to_numpy
 
 
 class NumpyBackend(Backend):
@@ -35,11 +36,7 @@ class NumpyBackend(Backend):
         self._dt = np.dtype(self.dtype)
 
     def asarray(self, x):
-        if not isinstance(x, np.ndarray):
-            from se_multi.dispatch import to_numpy  # any backend's array -> NumPy
-
-            x = to_numpy(x)
-        return np.ascontiguousarray(x, dtype=self._dt)
+        return np.ascontiguousarray(to_numpy(x), dtype=self._dt)  # any backend's array
 
     def to_numpy(self, x):
         return np.asarray(x)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from se_multi.backend import Backend, BackendUnavailable, GraphBackend
+from se_multi.dispatch import to_numpy
 
 #: op-table methods run as one-op graphs (the fused ops too: their ONNX form differs from the defaults)
 _OPS = (
@@ -107,11 +108,7 @@ class OnnxRuntimeBackend(GraphBackend):
 
     # ------------------------------------------------------------------ arrays
     def asarray(self, x):
-        if not isinstance(x, np.ndarray):
-            from se_multi.dispatch import to_numpy  # any backend's array -> NumPy
-
-            x = to_numpy(x)
-        return np.ascontiguousarray(x, dtype=self._np_dtype)
+        return np.ascontiguousarray(to_numpy(x), dtype=self._np_dtype)  # any backend's array
 
     def to_numpy(self, x):
         return np.asarray(x)
@@ -251,7 +248,5 @@ class _SessionRunner:
         self.metadata = dict(session.get_modelmeta().custom_metadata_map)
 
     def __call__(self, x):
-        from se_multi.dispatch import to_numpy
-
         x = np.ascontiguousarray(to_numpy(x), dtype=self.dtype)
         return self.session.run(self.output_names[:1], {self.input_name: x})[0]
