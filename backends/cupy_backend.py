@@ -24,6 +24,7 @@ from importlib import metadata
 
 import numpy as np
 
+from se_multi import shapes
 from se_multi.backend import Backend
 from se_multi.backends import cupy_kernels as K
 
@@ -141,11 +142,9 @@ class CupyBackend(Backend):
             x = np.ascontiguousarray(to_numpy(x), dtype=self._dt)
         return cp.ascontiguousarray(cp.asarray(x, dtype=self._dt))
 
-    def to_numpy(self, x):
-        return self._cp.asnumpy(x)
-
-    def is_native(self, x):
-        return isinstance(x, self._cp.ndarray)
+    @staticmethod
+    def to_numpy(x):
+        return sys.modules["cupy"].asnumpy(x)  # a cupy array exists, so cupy is imported
 
     def synchronize(self, x):
         self._cp.cuda.get_current_stream().synchronize()
@@ -156,7 +155,7 @@ class CupyBackend(Backend):
         return self.conv2d_act(x, w, b, None, stride, padding, dilation, groups)
 
     def conv2d_act(self, x, w, b, act, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
-        n, o, ho, wo = K.conv_out_shape(x.shape, w.shape, stride, padding, dilation, groups)
+        n, o, ho, wo = shapes.conv2d(x.shape, w.shape, stride, padding, dilation, groups)
         algorithm = K.conv_algorithm(w.shape, groups)
         if algorithm == "depthwise":
             return self._depthwise(x, w, b, act, (n, o, ho, wo), stride, padding, dilation)
@@ -230,7 +229,8 @@ class CupyBackend(Backend):
     # ------------------------------------------------------------------ pooling
     def _pool(self, name, x, kernel, stride, padding, ceil_mode, **extra):
         n, c, h, w = x.shape
-        out = self._empty(K.pool_out_shape(x.shape, kernel, stride, padding, ceil_mode))
+        op = "max_pool2d" if name == "max_pool" else "avg_pool2d"
+        out = self._empty(shapes.pool2d(x.shape, kernel, stride, padding, ceil_mode, op))
         return self._elementwise(
             name, out, x=self._cp.ascontiguousarray(x), batch=n, channels=c, height=h, width=w,
             out_h=out.shape[2], out_w=out.shape[3], kernel_h=kernel[0], kernel_w=kernel[1],

@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from se_multi import reference as ref
+from se_multi import shapes
 
 # --------------------------------------------------------------------------- dtypes
 #: compute dtype -> the C type ``T`` is instantiated with
@@ -431,21 +431,6 @@ def excite_config(batch: int, channels: int, hidden: int) -> tuple[tuple[int], t
 
 
 # --------------------------------------------------------------------------- shapes and index maths
-def conv_out_shape(x_shape, w_shape, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
-    """NCHW output shape of a conv, with the reference's checks and messages' content."""
-    n, c, h, w = x_shape
-    o, cg, kh, kw = w_shape
-    if c != cg * groups or o % groups:
-        raise ValueError(f"conv2d: input has {c} channels, weight {tuple(w_shape)} with groups={groups} "
-                         f"expects {cg * groups}")
-    pt, pb, pl, pr = padding
-    ho = ref.conv_output_size(h, kh, stride[0], pt + pb, dilation[0])
-    wo = ref.conv_output_size(w, kw, stride[1], pl + pr, dilation[1])
-    if ho <= 0 or wo <= 0:
-        raise ValueError(f"conv2d: input {h}x{w} is smaller than the kernel {kh}x{kw} (padding {tuple(padding)})")
-    return n, o, ho, wo
-
-
 def conv_algorithm(w_shape, groups: int) -> str:
     """Which path a conv takes: ``"gemm_1x1"``, ``"depthwise"`` or ``"im2col_gemm"``."""
     o, cg, kh, kw = w_shape
@@ -456,24 +441,13 @@ def conv_algorithm(w_shape, groups: int) -> str:
     return "im2col_gemm"
 
 
-def pool_out_shape(x_shape, kernel, stride, padding, ceil_mode):
-    n, c, h, w = x_shape
-    if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
-        raise ValueError(f"pool: padding {tuple(padding)} must be at most half the kernel {tuple(kernel)}")
-    ho = ref.pool_output_size(h, kernel[0], stride[0], padding[0], ceil_mode)
-    wo = ref.pool_output_size(w, kernel[1], stride[1], padding[1], ceil_mode)
-    if ho <= 0 or wo <= 0:
-        raise ValueError(f"pool: input {h}x{w} is smaller than the kernel {tuple(kernel)}")
-    return n, c, ho, wo
-
-
 def im2col_indices(x_shape, kernel, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)) -> np.ndarray:
     """The ``im2col`` kernel's index formula in NumPy: for every element of the
     ``(N, C*kh*kw, Ho*Wo)`` column matrix, the flat NCHW index it reads, or -1 (padding).
     Gathering ``x.ravel()`` with it is exactly what the kernel writes."""
     n, c, h, w = x_shape
     kh, kw = kernel
-    _, _, ho, wo = conv_out_shape(x_shape, (1, c, kh, kw), stride, padding, dilation)
+    _, _, ho, wo = shapes.conv2d(x_shape, (1, c, kh, kw), stride, padding, dilation)
     length, rows = ho * wo, c * kh * kw
     i = np.arange(n * rows * length, dtype=np.int64)  # the kernel's flat thread index
     l, t = i % length, i // length

@@ -43,20 +43,34 @@ backend evaluates in :meth:`output`, :meth:`synchronize` and :meth:`to_numpy`, s
 what a user (or a timer) receives is always materialised.
 
 ``mx.compile``: unless ``compile=False`` (or ``SE_MULTI_MLX_COMPILE=0``) :meth:`run_model`
-runs each model's whole forward through ``mx.compile`` (traced once per input shape),
-and :meth:`compile_forward` does the same for any function; otherwise both run op by op.
+runs each model's whole forward through ``mx.compile``, and :meth:`compile_forward` does the
+same for any function; otherwise both run op by op. MLX traces a compiled function once per
+input shape and keeps every trace while the function lives, so a model keeps one compiled
+function per input shape, at most ``graph_cache_size`` of them (least recently used out; see
+:mod:`se_multi.cache`), in the bound model itself: dropping the model frees them.
+
+Threads. MLX is not thread-safe, and a thread that ran MLX work must destroy its streams
+(``mx.clear_streams()``) before it exits or the process aborts at exit ("terminate called
+without an active exception"). So every whole-model call holds one process-wide lock
+(calls from several threads are serialised, not parallel), and the first call from a thread
+registers a thread-local guard whose finaliser, run by that thread as it ends, clears the
+thread's streams.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import sys
+import threading
+import weakref
 from typing import Sequence
 
 import numpy as np
 
-from se_multi import reference as ref
+from se_multi import shapes
 from se_multi.backend import Backend, BackendUnavailable
+from se_multi.cache import graph_cache_size as checked_cache_size
 
 #: ``SE_MULTI_MLX_COMPILE=1`` turns on ``mx.compile`` of whole forwards by default
 COMPILE_ENV_VAR = "SE_MULTI_MLX_COMPILE"
@@ -83,6 +97,26 @@ def _stream_bound(method, device):
     return run
 
 
+#: MLX is not thread-safe: one whole-model call at a time in this process
+_MLX_LOCK = threading.RLock()
+_thread_state = threading.local()
+
+
+class _StreamCleanup:
+    """Lives in one thread's ``threading.local``; CPython finalises it in that thread as the thread
+    ends, which is when MLX needs ``clear_streams()`` (a thread's streams must die with it)."""
+
+    def __del__(self):
+        mx = sys.modules.get("mlx.core")
+        if mx is not None:
+            mx.clear_streams()
+
+
+def _register_thread() -> None:
+    if threading.current_thread() is not threading.main_thread() and not hasattr(_thread_state, "cleanup"):
+        _thread_state.cleanup = _StreamCleanup()
+
+
 @functools.lru_cache(maxsize=256)
 def _pool_counts(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool, count_include_pad: bool):
     """Elements each pooling window counts along one axis (PyTorch's divisor rule).
@@ -91,7 +125,7 @@ def _pool_counts(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool,
     (a ceil-mode overhang never counts); without ``count_include_pad`` it is also clipped
     to the input itself. The 2-D divisor is the outer product of the two axes' counts.
     """
-    out = ref.pool_output_size(size, kernel, stride, pad, ceil_mode)
+    out = shapes.pool_output_size(size, kernel, stride, pad, ceil_mode)
     start = np.arange(out) * stride - pad
     end = np.minimum(start + kernel, size + pad)
     if not count_include_pad:
@@ -106,7 +140,7 @@ class MlxBackend(Backend):
     dtypes = ("float32", "float16", "bfloat16")
 
     def __init__(self, dtype: str = "float32", device: str | None = None, conv: str = "auto",
-                 compile: bool | None = None):
+                 compile: bool | None = None, graph_cache_size: int | None = None):
         super().__init__(dtype, device)
         import mlx.core as mx
 
@@ -125,7 +159,8 @@ class MlxBackend(Backend):
             compile = os.environ.get(COMPILE_ENV_VAR, "1") not in ("0", "false", "False")
         #: whether :meth:`compile_forward` wraps forwards in ``mx.compile``
         self.compile = bool(compile)
-        self._compiled: dict[int, tuple] = {}
+        #: compiled forwards (one per input shape) kept per bound model
+        self.graph_cache_size = checked_cache_size(graph_cache_size)
         if self._device != mx.default_device():
             for op in _OPS:
                 setattr(self, op, _stream_bound(getattr(self, op), self._device))
@@ -149,9 +184,6 @@ class MlxBackend(Backend):
         return f"<MlxBackend 'mlx' dtype={self.dtype}, device={dev!r}, conv={self.conv_impl}{extra}>"
 
     # ------------------------------------------------------------------ arrays
-    def is_native(self, x) -> bool:
-        return isinstance(x, self._mx.array)
-
     def asarray(self, x):
         mx = self._mx
         if isinstance(x, mx.array):
@@ -164,8 +196,10 @@ class MlxBackend(Backend):
         host = np.float16 if self.dtype == "float16" else np.float32
         return mx.array(np.ascontiguousarray(x, dtype=host)).astype(self._dt)
 
-    def to_numpy(self, x) -> np.ndarray:
-        mx = self._mx
+    @staticmethod
+    def to_numpy(x) -> np.ndarray:
+        import mlx.core as mx
+
         if x.dtype == mx.bfloat16:
             x = x.astype(mx.float32)  # exact: every bfloat16 is a float32
         mx.eval(x)
@@ -207,33 +241,37 @@ class MlxBackend(Backend):
         return self._mx.compile(fn) if self.compile else fn
 
     def run_model(self, module, x):
-        """The whole forward, through ``mx.compile`` when compiling is on (one per module)."""
-        if not self.compile:
-            return super().run_model(module, x)
-        entry = self._compiled.get(id(module))
-        if entry is None:  # the module is kept in the entry so its id cannot be reused
-            entry = self._compiled[id(module)] = (module, self._mx.compile(lambda x: module(self, x)))
-        return self.output(entry[1](self.input(x)))
+        """The whole forward, through ``mx.compile`` when compiling is on: one compiled function
+        per input shape, kept in the model's bounded cache; serialised (see the module docstring)."""
+        _register_thread()
+        with _MLX_LOCK:
+            if not self.compile:
+                return super().run_model(module, x)
+            x = self.input(x)
+            forward = module.graphs(self.graph_cache_size).get_or_create(tuple(x.shape), lambda: self._compiled(module))
+            return self.output(forward(x))
+
+    def _compiled(self, module):
+        # the traced function refers to its module weakly: the model's cache holds the compiled
+        # function, and a strong reference back would be a cycle the collector cannot see
+        # through MLX's C++ object, keeping the model alive after it is dropped
+        ref = weakref.ref(module)
+        return self._mx.compile(lambda x: ref()(self, x))
 
     # ------------------------------------------------------------------ convolution
     def conv2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
-        mx = self._mx
         c = x.shape[-1]
         if self.conv_impl == "im2col":
             kh, kw, cg, o = w.shape
         else:
             o, kh, kw, cg = w.shape
-        if c != cg * groups or o % groups:
-            raise ValueError(
-                f"conv2d: input has {c} channels, weight with {cg} input channels per group and "
-                f"groups={groups} expects {cg * groups}"
-            )
+        _, _, ho, wo = shapes.conv2d(self.shape(x), (o, cg, kh, kw), stride, padding, dilation, groups)
         if self.conv_impl == "conv2d":
             y = self._conv_general(x, w, stride, padding, dilation, groups)
         elif groups == 1:
-            y = self._conv_im2col(x, w, stride, padding, dilation)
+            y = self._conv_im2col(x, w, (ho, wo), stride, padding, dilation)
         elif cg == 1 and o == c:
-            y = self._conv_depthwise_taps(x, w, stride, padding, dilation)
+            y = self._conv_depthwise_taps(x, w, (ho, wo), stride, padding, dilation)
         else:  # grouped, not depthwise: MLX's own grouped conv
             y = self._conv_general(x, w.transpose(3, 0, 1, 2), stride, padding, dilation, groups)
         return y if b is None else y + b
@@ -243,35 +281,32 @@ class MlxBackend(Backend):
         return self._mx.conv_general(x, w_ohwi, stride=tuple(stride), padding=([pt, pl], [pb, pr]),
                                      kernel_dilation=tuple(dilation), groups=groups)
 
-    def _taps(self, x, kernel, stride, padding, dilation, fill=0.0):
-        """Pad ``x`` (NHWC), then yield each kernel tap's strided (N, Ho, Wo, C) window slice."""
+    def _taps(self, x, kernel, out_hw, stride, padding, dilation, fill=0.0):
+        """Pad ``x`` (NHWC), then yield each kernel tap's strided (N, Ho, Wo, C) window slice;
+        ``out_hw`` (Ho, Wo) comes from :mod:`se_multi.shapes`, which also checked it."""
         kh, kw = kernel
+        ho, wo = out_hw
         (sh, sw), (dh, dw) = stride, dilation
         pt, pb, pl, pr = padding
-        n, h, wd, c = x.shape
-        ho = ref.conv_output_size(h, kh, sh, pt + pb, dh)
-        wo = ref.conv_output_size(wd, kw, sw, pl + pr, dw)
-        if ho <= 0 or wo <= 0:
-            raise ValueError(f"input {h}x{wd} is smaller than the kernel {kh}x{kw} (padding {padding})")
         if any(padding):
             x = self._mx.pad(x, [(0, 0), (pt, pb), (pl, pr), (0, 0)], constant_values=fill)
         for i in range(kh):
             for j in range(kw):
                 yield x[:, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw, :]
 
-    def _conv_im2col(self, x, w_hwio, stride, padding, dilation):
+    def _conv_im2col(self, x, w_hwio, out_hw, stride, padding, dilation):
         mx = self._mx
         kh, kw, c, o = w_hwio.shape
-        cols = list(self._taps(x, (kh, kw), stride, padding, dilation))
+        cols = list(self._taps(x, (kh, kw), out_hw, stride, padding, dilation))
         # (N, Ho, Wo, KH*KW*C) in (kh, kw, c) order: the row order of the HWIO weight
         patches = cols[0] if len(cols) == 1 else mx.concatenate(cols, axis=-1)
         n, ho, wo, k = patches.shape
         return (patches.reshape(n * ho * wo, k) @ w_hwio.reshape(k, o)).reshape(n, ho, wo, o)
 
-    def _conv_depthwise_taps(self, x, w_hwio, stride, padding, dilation):
+    def _conv_depthwise_taps(self, x, w_hwio, out_hw, stride, padding, dilation):
         kh, kw = w_hwio.shape[:2]
         out = None
-        for t, tap in enumerate(self._taps(x, (kh, kw), stride, padding, dilation)):
+        for t, tap in enumerate(self._taps(x, (kh, kw), out_hw, stride, padding, dilation)):
             term = tap * w_hwio[t // kw, t % kw, 0]
             out = term if out is None else out + term
         return out
@@ -300,32 +335,28 @@ class MlxBackend(Backend):
         return x * self.relu6(x + 3.0) / 6.0
 
     # ------------------------------------------------------------------ pooling
-    def _pool_pads(self, x, kernel, stride, padding, ceil_mode):
+    def _pool_pads(self, x, kernel, stride, padding, ceil_mode, op):
         """(top, bottom, left, right) padding so every (ceil-mode) window is complete, and (Ho, Wo)."""
         _, h, w, _ = x.shape
         (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-        ho = ref.pool_output_size(h, kh, sh, ph, ceil_mode)
-        wo = ref.pool_output_size(w, kw, sw, pw, ceil_mode)
+        _, _, ho, wo = shapes.pool2d(self.shape(x), kernel, stride, padding, ceil_mode, op)
         eh = max(0, (ho - 1) * sh + kh - (h + 2 * ph))
         ew = max(0, (wo - 1) * sw + kw - (w + 2 * pw))
         return (ph, ph + eh, pw, pw + ew), (ho, wo)
 
     def max_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False):
         mx = self._mx
-        pads, (ho, wo) = self._pool_pads(x, kernel, stride, padding, ceil_mode)
+        pads, (ho, wo) = self._pool_pads(x, kernel, stride, padding, ceil_mode, "max_pool2d")
         out = None
-        for tap in self._taps(x, kernel, stride, pads, (1, 1), fill=-float("inf")):
-            tap = tap[:, :ho, :wo]
+        for tap in self._taps(x, kernel, (ho, wo), stride, pads, (1, 1), fill=-float("inf")):
             out = tap if out is None else mx.maximum(out, tap)
         return out
 
     def avg_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
-        mx = self._mx
         _, h, w, _ = x.shape
-        pads, (ho, wo) = self._pool_pads(x, kernel, stride, padding, ceil_mode)
+        pads, (ho, wo) = self._pool_pads(x, kernel, stride, padding, ceil_mode, "avg_pool2d")
         total = None
-        for tap in self._taps(x, kernel, stride, pads, (1, 1)):
-            tap = tap[:, :ho, :wo]
+        for tap in self._taps(x, kernel, (ho, wo), stride, pads, (1, 1)):
             total = tap if total is None else total + tap
         rows = _pool_counts(h, kernel[0], stride[0], padding[0], ceil_mode, count_include_pad)
         cols = _pool_counts(w, kernel[1], stride[1], padding[1], ceil_mode, count_include_pad)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from se_multi import dispatch, shapes
 from se_multi import reference as ref
 from se_multi.backend import Backend
-from se_multi.dispatch import to_numpy
 
 
 class NumpyBackend(Backend):
@@ -36,15 +36,16 @@ class NumpyBackend(Backend):
         self._dt = np.dtype(self.dtype)
 
     def asarray(self, x):
-        return np.ascontiguousarray(to_numpy(x), dtype=self._dt)  # any backend's array
+        return np.ascontiguousarray(dispatch.to_numpy(x), dtype=self._dt)  # any backend's array
 
-    def to_numpy(self, x):
+    @staticmethod
+    def to_numpy(x):
         return np.asarray(x)
 
     # primitives: the reference, or the same maths formulated for speed (module docstring)
     def conv2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
-        if groups != 1 or w.shape[2:] == (1, 1) or x.shape[1] != w.shape[1]:
-            return ref.conv2d(x, w, b, stride, padding, dilation, groups)  # (and its shape errors)
+        if groups != 1 or w.shape[2:] == (1, 1):
+            return ref.conv2d(x, w, b, stride, padding, dilation, groups)
         out = _conv_im2col(x, w, stride, padding, dilation)
         if b is not None:
             out += b.reshape(1, -1, 1, 1)
@@ -113,11 +114,8 @@ def _conv_im2col(x, w, stride, padding, dilation):
     """k x k convolution, groups = 1: columns gathered per tap in (C*KH*KW, Ho*Wo) order."""
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
+    _, _, ho, wo = shapes.conv2d(x.shape, w.shape, stride, padding, dilation)
     (sh, sw), (dh, dw), (pt, pb, pl, pr) = stride, dilation, padding
-    ho = ref.conv_output_size(h, kh, sh, pt + pb, dh)
-    wo = ref.conv_output_size(wd, kw, sw, pl + pr, dw)
-    if ho <= 0 or wo <= 0:
-        return ref.conv2d(x, w, None, stride, padding, dilation)  # raises its error
     if any(padding):
         x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     cols = np.empty((n, c, kh, kw, ho, wo), dtype=np.result_type(x, w))

@@ -1,7 +1,10 @@
 """PyTorch backend: NCHW tensors on CPU, CUDA or MPS, float32/float64/float16/bfloat16.
 
-Every op runs under inference mode (no autograd bookkeeping, no version counters).
-torch is imported when the backend is instantiated, never when this module is.
+A model's forward runs under one inference-mode guard, entered in :meth:`TorchBackend.run_model`
+(no autograd bookkeeping, no version counters); ops called on their own (the conformance
+suite) need none: no tensor here requires grad. torch is imported when the backend is
+instantiated, never when this module is. torch's ops are thread-safe, so a model may be
+called from several threads at once.
 Each op is one ``torch.nn.functional`` call; the fused SE ops use the formulations
 that make fewer passes over memory (``addmm`` for the excitation FCs, in-place
 activations on tensors the op has just created).
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -35,17 +39,6 @@ _INPLACE_ACTS = {
 #: 7x7/2 stem + max pool on 3x224x224: 0.30; MobileNetV3 dw5x5+SE+1x1 240@28x28: 0.80;
 #: scSE 64@112x112: 0.80. It is never meaningfully slower, so it is the default.
 CHANNELS_LAST_ON_CPU = True
-
-
-def _inference(fn):
-    """Run the op with autograd off (inference mode); the guard costs well under a microsecond."""
-
-    @functools.wraps(fn)
-    def op(self, *args, **kwargs):
-        with self._inference_mode():
-            return fn(self, *args, **kwargs)
-
-    return op
 
 
 class TorchBackend(Backend):
@@ -100,10 +93,6 @@ class TorchBackend(Backend):
         raise ValueError(f"torch backend: expected device 'cpu', 'cuda', 'cuda:N' or 'mps'; got {device!r}")
 
     # ------------------------------------------------------------------ arrays
-    def is_native(self, x: Any) -> bool:
-        return isinstance(x, self.torch.Tensor)
-
-    @_inference
     def asarray(self, x: Any):
         torch = self.torch
         if not isinstance(x, torch.Tensor):
@@ -114,28 +103,32 @@ class TorchBackend(Backend):
             x = torch.from_numpy(np.ascontiguousarray(x))
         return x.to(device=self._dev, dtype=self._dt)
 
-    def to_numpy(self, x) -> np.ndarray:
-        if not isinstance(x, self.torch.Tensor):
+    @staticmethod
+    def to_numpy(x) -> np.ndarray:
+        torch = sys.modules["torch"]  # a tensor exists, so torch is imported
+        if not isinstance(x, torch.Tensor):
             return np.asarray(x)
         x = x.detach()
-        if x.dtype == self.torch.bfloat16:
+        if x.dtype == torch.bfloat16:
             x = x.float()  # NumPy has no bfloat16; float32 holds every bfloat16 value exactly
         return x.cpu().numpy()
+
+    def run_model(self, module, x):
+        """The whole forward under one inference-mode guard (not one per op)."""
+        with self._inference_mode():
+            return self.output(module(self, self.input(x)))
 
     def _layout(self, x):
         if self.channels_last and x.dim() == 4:
             return x.contiguous(memory_format=self.torch.channels_last)
         return x.contiguous()
 
-    @_inference
     def input(self, x: Any):
         return self._layout(self.asarray(x))
 
-    @_inference
     def output(self, y):
         return y.contiguous() if y.dim() == 4 else y
 
-    @_inference
     def param(self, w: np.ndarray, kind: str):
         t = self.asarray(w)
         return self._layout(t) if kind == "conv" else t.contiguous()
@@ -159,72 +152,55 @@ class TorchBackend(Backend):
         x = self.F.pad(x, (pl, pr, pt, pb))
         return self.F.conv2d(x, w, b, tuple(stride), 0, tuple(dilation), groups)
 
-    @_inference
     def conv2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
         return self._conv(x, w, b, stride, padding, dilation, groups)
 
-    @_inference
     def linear(self, x, w, b=None):
         return self.F.linear(x, w, b)
 
-    @_inference
     def batch_norm(self, x, mean, var, weight, bias, eps):
         return self.F.batch_norm(x, mean, var, weight, bias, training=False, eps=float(eps))
 
-    @_inference
     def relu(self, x):
         return self.torch.relu(x)
 
-    @_inference
     def relu6(self, x):
         return self.F.relu6(x)
 
-    @_inference
     def sigmoid(self, x):
         return self.torch.sigmoid(x)
 
-    @_inference
     def hard_sigmoid(self, x):
         return self.F.hardsigmoid(x)
 
-    @_inference
     def hard_swish(self, x):
         return self.F.hardswish(x)
 
-    @_inference
     def max_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False):
         return self.F.max_pool2d(x, tuple(kernel), tuple(stride), tuple(padding), ceil_mode=bool(ceil_mode))
 
-    @_inference
     def avg_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
         return self.F.avg_pool2d(x, tuple(kernel), tuple(stride), tuple(padding), ceil_mode=bool(ceil_mode),
                                  count_include_pad=bool(count_include_pad))
 
-    @_inference
     def global_avg_pool(self, x):
         return x.mean(dim=(2, 3))
 
-    @_inference
     def add(self, a, b):
         return self.torch.add(a, b)
 
-    @_inference
     def maximum(self, a, b):
         return self.torch.maximum(a, b)
 
-    @_inference
     def mul_channel(self, x, s):
         return x * s[:, :, None, None]
 
-    @_inference
     def mul_pixel(self, x, q):
         return x * q
 
-    @_inference
     def upsample_nearest2x(self, x):
         return self.F.interpolate(x, scale_factor=2, mode="nearest")
 
-    @_inference
     def concat_channels(self, xs: Sequence):
         return self.torch.cat(list(xs), dim=1)
 
@@ -237,38 +213,30 @@ class TorchBackend(Backend):
             return self.act(name, y)  # raises the standard unknown-activation error
         return _INPLACE_ACTS[name](self.F, y)
 
-    @_inference
     def conv2d_act(self, x, w, b, act, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
         return self._act_(act, self._conv(x, w, b, stride, padding, dilation, groups))
 
-    @_inference
     def squeeze(self, x):
         return x.mean(dim=(2, 3))
 
     def _fc(self, z, w, b):
         return self.torch.addmm(b, z, w.t()) if b is not None else z @ w.t()
 
-    @_inference
     def excite(self, z, w1, b1, w2, b2, act="relu", gate="sigmoid"):
         return self._act_(gate, self._fc(self._act_(act, self._fc(z, w1, b1)), w2, b2))
 
-    @_inference
     def scale(self, x, s):
         return x * s[:, :, None, None]
 
-    @_inference
     def scale_add_relu(self, x, s, residual):
         return self.torch.addcmul(residual, x, s[:, :, None, None]).relu_()
 
-    @_inference
     def add_relu(self, a, b):
         return self.torch.add(a, b).relu_()
 
-    @_inference
     def spatial_gate(self, x, w, b):
         return self.F.conv2d(x, w, b).sigmoid_()
 
-    @_inference
     def scse(self, x, s, q, mode="add"):
         cse = x * s[:, :, None, None]
         if mode == "add":

@@ -27,6 +27,18 @@ Rules (read these before writing a backend):
 7. The compute dtype is fixed per backend instance (``dtype=``); :meth:`asarray`
    and :meth:`param` cast to it. ``device=`` is the backend's own device name
    (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"gpu"``).
+8. :meth:`to_numpy` is a static method and :meth:`owns` a class method: an adapter
+   converts its own arrays, and :func:`se_multi.to_numpy` finds the adapter that owns
+   an array without instantiating anything (it names no framework itself).
+9. Shapes and their errors come from :mod:`se_multi.shapes`, never worked out again
+   in an adapter. A model checks its input size against its own graph before any
+   backend runs, so an op never sees an input that gives an empty output.
+10. Every model call goes through :meth:`run_model`; ``se-multi validate`` checks it
+   on whole models as well as every op. Anything :meth:`run_model` compiles is kept
+   in the bound module's own bounded cache (:meth:`se_multi.nn.Module.graphs`), never
+   in the backend object, so dropping a model frees it (:mod:`se_multi.cache`). A
+   model may be called from several threads at once: a backend whose library is not
+   thread-safe serialises inside :meth:`run_model` and says so.
 
 Whole-graph backends (an engine that takes a whole model, such as ONNX Runtime)
 subclass :class:`GraphBackend` instead; see its docstring.
@@ -35,8 +47,10 @@ subclass :class:`GraphBackend` instead; see its docstring.
 from __future__ import annotations
 
 import abc
-import importlib
+import contextlib
 import importlib.util
+import sys
+from importlib import metadata
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -54,14 +68,23 @@ class BackendUnavailable(RuntimeError):
 class Backend(abc.ABC):
     """An op-by-op backend. Subclass it, set the class attributes, implement the primitives."""
 
-    #: the name users pass as ``backend=``
+    #: the label reports and ``repr`` show (validate, bench). Users *select* a backend by
+    #: its registry name: a built-in name, the name of its ``se_multi.backends`` entry point,
+    #: or ``"package.module:Class"``; ``name`` need not equal any of them.
     name: ClassVar[str] = ""
     #: the import name whose absence makes the backend unavailable
     package: ClassVar[str | None] = None
-    #: the pip extra that installs it: ``pip install se-multi[<extra>]``
+    #: the module whose types are this backend's arrays (default: ``package``), for :meth:`owns`
+    array_module: ClassVar[str | None] = None
+    #: the pip extra of se-multi that installs a built-in backend's package
     extra: ClassVar[str | None] = None
+    #: what installs a missing ``package`` (default: the se-multi extra for a built-in
+    #: backend, else the distribution that ships the backend class)
+    install: ClassVar[str | None] = None
     #: compute dtypes this backend supports, the first is the default
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
+    #: whether :class:`se_multi.nn.Module` calls :meth:`scope` around each module (shape tracers)
+    traces_modules: ClassVar[bool] = False
 
     def __init__(self, dtype: str = "float32", device: str | None = None):
         dtype = str(np.dtype(dtype)) if dtype not in ("bfloat16",) else dtype
@@ -77,8 +100,19 @@ class Backend(abc.ABC):
     def availability(cls) -> tuple[bool, str]:
         """``(usable, reason)`` without importing the framework where possible."""
         if cls.package and importlib.util.find_spec(cls.package) is None:
-            return False, f"not installed: pip install 'se-multi[{cls.extra or cls.package}]'"
+            return False, f"not installed: {cls.install_hint()}"
         return True, "available"
+
+    @classmethod
+    def install_hint(cls) -> str:
+        """The command that installs this backend's package (see :attr:`install`)."""
+        if cls.install:
+            return cls.install
+        top = cls.__module__.partition(".")[0]
+        if top == "se_multi":
+            return f"pip install 'se-multi[{cls.extra or cls.package}]'"
+        dists = metadata.packages_distributions().get(top)
+        return f"pip install {dists[0]}" if dists else f"install the {cls.package!r} package"
 
     def __repr__(self) -> str:
         dev = f", device={self.device!r}" if self.device else ""
@@ -89,13 +123,18 @@ class Backend(abc.ABC):
     def asarray(self, x: Any) -> Array:
         """NumPy or native array -> native array in the compute dtype, on the device."""
 
+    @staticmethod
     @abc.abstractmethod
-    def to_numpy(self, x: Array) -> np.ndarray:
-        """Native array -> NumPy array (same layout, same values)."""
+    def to_numpy(x: Array) -> np.ndarray:
+        """Native array -> NumPy array (same layout, same values). A static method: it
+        depends on the array alone, so :func:`se_multi.to_numpy` can call it on the class."""
 
-    def is_native(self, x: Any) -> bool:
-        """Whether ``x`` is already this backend's array type (passed through as is)."""
-        return isinstance(x, np.ndarray)
+    @classmethod
+    def owns(cls, x: Any) -> bool:
+        """Whether ``x`` is an array of this backend's library (without importing it: an
+        array of a library that was never imported cannot exist)."""
+        module = cls.array_module or cls.package
+        return bool(module) and module in sys.modules and type(x).__module__.partition(".")[0] == module
 
     def input(self, x: Any) -> Array:
         """Public NCHW array -> internal feature map (layout conversion happens here, once)."""
@@ -112,6 +151,13 @@ class Backend(abc.ABC):
         """
         return self.asarray(w)
 
+    def fold_batch_norm(self, w, b, mean, var, gamma, beta, eps):
+        """At load: fold inference BatchNorm into the preceding conv -> ``(w', b')``, float64
+        NumPy (:func:`se_multi.reference.fold_batch_norm`); :meth:`param` then converts them."""
+        from se_multi.reference import fold_batch_norm
+
+        return fold_batch_norm(w, b, mean, var, gamma, beta, eps)
+
     def shape(self, x: Array) -> tuple[int, ...]:
         """NCHW shape of an internal feature map (or the shape of a vector/matrix)."""
         return tuple(int(d) for d in x.shape)
@@ -123,12 +169,18 @@ class Backend(abc.ABC):
     def run_model(self, module: Any, x: Any) -> Array:
         """Run a bound module on a public NCHW input and return the public output.
 
-        This is how :class:`se_multi.Model` calls every backend. The default runs the
-        module op by op between :meth:`input` and :meth:`output`; a backend that takes a
+        This is how :class:`se_multi.Model` calls every backend, after checking the input
+        (rank, channels, dtype, and that its size fits the model's graph). The default runs
+        the module op by op between :meth:`input` and :meth:`output`; a backend that takes a
         whole forward at once (a traced/compiled graph, an inference session) overrides
-        this one method, and nothing in the models changes.
+        this one method, keeps what it compiles in ``module.graphs(n)``, and nothing in the
+        models changes.
         """
         return self.output(module(self, self.input(x)))
+
+    def scope(self, module: Any):
+        """Entered around each module's forward when :attr:`traces_modules` is set."""
+        return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ primitives
     @abc.abstractmethod
@@ -253,19 +305,37 @@ class Backend(abc.ABC):
 
 
 class GraphBackend(Backend):
-    """A backend that runs a whole model at once (ONNX Runtime, TensorRT, ...).
+    """A backend that runs a whole model at once (ONNX Runtime, OpenVINO, TensorRT, ...).
 
     :meth:`run_model` (what every model call goes through) hands the bound module
     (already holding folded weights, made by :meth:`param`) and the input's shape to
-    :meth:`compile`, and runs the callable it returns; an implementation caches that
-    callable per module and input shape. Such a backend still exposes the op table:
-    the conformance suite checks each op by compiling a one-op graph.
+    :meth:`compile`, and runs the callable it returns. The callable is kept in the bound
+    module's own cache (at most ``graph_cache_size`` per model, least recently used
+    first out), under :meth:`graph_key` of the input shape: an engine that compiles one
+    graph for every input size returns the same key for all of them. Such a backend
+    still exposes the op table: the conformance suite checks each op by compiling a
+    one-op graph.
     """
+
+    def __init__(self, dtype: str = "float32", device: str | None = None, graph_cache_size: int | None = None):
+        from se_multi.cache import graph_cache_size as checked
+
+        super().__init__(dtype, device)
+        #: compiled graphs kept per bound model (see :mod:`se_multi.cache`)
+        self.graph_cache_size = checked(graph_cache_size)
 
     @abc.abstractmethod
     def compile(self, model: Any, input_shape: tuple[int, ...]):
-        """Return ``fn(x_nchw) -> output`` running the whole model."""
+        """Return ``fn(x_nchw) -> output`` running the whole model for inputs of ``input_shape``
+        (and of every shape with the same :meth:`graph_key`)."""
+
+    def graph_key(self, input_shape: tuple[int, ...]) -> tuple:
+        """What a compiled graph is specific to: by default everything but the batch size."""
+        return tuple(input_shape[1:])
 
     def run_model(self, module: Any, x: Any) -> Array:
         x = self.asarray(x)
-        return self.compile(module, tuple(x.shape))(x)
+        shape = tuple(int(d) for d in x.shape)
+        graph = module.graphs(self.graph_cache_size).get_or_create(
+            self.graph_key(shape), lambda: self.compile(module, shape))
+        return graph(x)

@@ -1,4 +1,5 @@
-"""``se-multi bench``: does the same model run the same everywhere, and how fast?
+"""Benchmarks (``se-multi bench``, :mod:`se_multi.cli.bench`): does the same model run the same everywhere,
+and how fast?
 
 For every backend x model x batch x dtype it measures, on one seeded input:
 
@@ -19,11 +20,9 @@ Weights are the seeded defaults unless ``--weights`` is given, so it runs offlin
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -106,15 +105,6 @@ def measure_memory(fn) -> tuple[float | None, float | None]:
     return peak, (peak - before) if peak is not None else None
 
 
-# --------------------------------------------------------------------------- accuracy
-def compare(ours: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
-    """(max|ours - ref| / max|ref|, fraction of argmax over axis 1 that agree)."""
-    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-    rel = float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-30))
-    agree = float((ours.argmax(axis=1) == ref.argmax(axis=1)).mean())
-    return rel, agree
-
-
 # --------------------------------------------------------------------------- running
 def run_bench(backends, models, batches=(1,), dtype="float32", device=None, input_size=(224, 224),
               warmup=2, min_runs=5, max_runs=50, budget_s=2.0, weights=None, progress=None,
@@ -122,6 +112,7 @@ def run_bench(backends, models, batches=(1,), dtype="float32", device=None, inpu
     """Build every configuration, then time them interleaved; see the module docstring."""
     from se_multi.dispatch import get_backend, to_numpy
     from se_multi.init import recipe_input
+    from se_multi.metrics import max_rel_error, top1_agreement
     from se_multi.models import create_model
 
     rows, runners = [], []
@@ -145,7 +136,8 @@ def run_bench(backends, models, batches=(1,), dtype="float32", device=None, inpu
                         out = call()
                     row.peak_rss_mb, row.forward_mb = measure_memory(call)
                     if reference:
-                        row.max_rel_err, row.top1_agreement = compare(to_numpy(out), refs[(model_name, batch)])
+                        ours, ref = to_numpy(out), refs[(model_name, batch)]
+                        row.max_rel_err, row.top1_agreement = max_rel_error(ours, ref), top1_agreement(ours, ref)
                     runners.append((row, call))
                 except Exception as exc:  # one broken configuration must not stop the table
                     row.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -265,54 +257,3 @@ def plot(rows: list[BenchRow], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-# --------------------------------------------------------------------------- CLI
-def _csv(text: str) -> list[str]:
-    return [t for t in (s.strip() for s in text.split(",")) if t]
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--backends", default="available",
-                        help="comma-separated backend names, or 'available' (default: every backend that runs here)")
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
-    parser.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--input-size", nargs=2, type=int, default=(224, 224), metavar=("H", "W"))
-    parser.add_argument("--weights", default=None, help="checkpoint for every model (default: seeded weights)")
-    parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per configuration (default 2)")
-    parser.add_argument("--min-runs", type=int, default=5)
-    parser.add_argument("--no-reference", action="store_true", help="skip the float64 accuracy check")
-    parser.add_argument("--json", default=None, metavar="PATH", help="write results and environment as JSON")
-    parser.add_argument("--plot", default=None, metavar="PATH", help="write a bar chart PNG")
-
-
-def run(args) -> int:
-    from se_multi.dispatch import available_backends
-
-    backends = available_backends() if args.backends == "available" else _csv(args.backends)
-    models = _csv(args.models)
-    batches = [int(b) for b in _csv(args.batch)]
-
-    def progress(msg: str) -> None:
-        print(f"\r\033[K[bench] {msg}", end="", file=sys.stderr, flush=True)
-
-    env = environment()
-    print(f"se-multi bench: {env['processor']}, {env['cpus']} CPUs, {env['date']}; "
-          + ", ".join(f"{k} {v}" for k, v in env["versions"].items()), file=sys.stderr)
-    rows = run_bench(backends, models, batches, args.dtype, args.device, tuple(args.input_size),
-                     min_runs=args.min_runs, budget_s=args.budget, weights=args.weights,
-                     progress=progress if sys.stderr.isatty() else None, reference=not args.no_reference)
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
-    print(format_table(rows))
-    for settings in dict.fromkeys(r.settings for r in rows if r.settings):
-        print(f"  {settings}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"environment": env, "rows": [r.to_dict() for r in rows]}, f, indent=1)
-    if args.plot:
-        plot(rows, args.plot)
-        print(f"wrote {args.plot}")
-    return 1 if any(r.error for r in rows) else 0

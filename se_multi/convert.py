@@ -1,4 +1,4 @@
-"""``se-multi convert IN OUT.safetensors [--model NAME]``: any supported checkpoint -> the native layout.
+"""Rewriting a checkpoint in the native layout (``se-multi convert``, :mod:`se_multi.cli.convert`).
 
 The output holds exactly the model's declared tensors under their native names (BatchNorm
 unfolded, as checkpoints keep it; training counters such as ``num_batches_tracked`` dropped), so
@@ -17,7 +17,7 @@ import numpy as np
 from se_multi import checkpoint
 from se_multi.nn import check_state
 
-__all__ = ["convert_checkpoint", "detect_model", "add_arguments", "run"]
+__all__ = ["convert_checkpoint", "detect_model"]
 
 
 def _native_for(model_name: str, state: dict) -> tuple[dict, dict, str, dict]:
@@ -87,20 +87,3 @@ def convert_checkpoint(src: str, dst: str, model: str | None = None) -> dict:
     restate = {k: v for k, v in options.items() if k != "num_classes" and implied.get(k) != v}
     return {"model": model, "layout": layout, "options": options, "restate_on_load": restate,
             "tensors": len(native), "params": params}
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("input", metavar="IN", help="checkpoint: .safetensors, .npz, .pth/.pt, or a hub id")
-    parser.add_argument("output", metavar="OUT.safetensors", help="where to write the native layout")
-    parser.add_argument("--model", default=None, help="model name (default: detected from the keys)")
-
-
-def run(args) -> int:
-    summary = convert_checkpoint(args.input, args.output, args.model)
-    print(f"{args.output}: {summary['model']} (read as {summary['layout']} layout), "
-          f"{summary['tensors']} tensors, {summary['params'] / 1e6:.2f}M params, "
-          f"num_classes={summary['options']['num_classes']}")
-    if summary["restate_on_load"]:
-        options = "".join(f", {k}={v!r}" for k, v in summary["restate_on_load"].items())
-        print(f"load it with create_model({summary['model']!r}, weights={args.output!r}{options})")
-    return 0

@@ -111,37 +111,40 @@ def resolve_backend_name(name: str | None = "auto") -> str:
     return _auto_name() if name == "auto" else name
 
 
-def get_backend(name: str | Backend | None = "auto", dtype: str = "float32", device: str | None = None) -> Backend:
+def get_backend(name: str | Backend | None = "auto", dtype: str = "float32", device: str | None = None,
+                **options) -> Backend:
     """A backend instance: ``"numpy"``, ``"torch"``, ``"mlx"``, ``"cupy"``, ``"auto"``
-    (or ``$SE_MULTI_BACKEND``), an entry-point name, or ``"package.module:ClassName"``."""
+    (or ``$SE_MULTI_BACKEND``), an entry-point name, or ``"package.module:ClassName"``.
+    ``options`` are the backend's own keywords (``graph_cache_size=``, ``channels_last=``, ...)."""
     if isinstance(name, Backend):
+        if options:
+            raise TypeError(f"backend options {sorted(options)} apply to a backend name, not an instance")
         return name
     name = resolve_backend_name(name)
     cls = backend_class(name)
     ok, reason = cls.availability()
     if not ok:
         raise BackendUnavailable(f"backend {name!r} is unavailable: {reason}")
-    return cls(dtype=dtype, device=device)
+    return cls(dtype=dtype, device=device, **options)
+
+
+def _owner_candidates():
+    yield from BUILTIN_BACKENDS.values()
+    yield from _entry_points().values()  # read only when no built-in owns the array
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """Any backend's array (NumPy, torch, mlx, cupy, or anything with DLPack/``__array__``) -> NumPy."""
+    """Any backend's array -> NumPy, converted by the backend that owns it (:meth:`Backend.owns`,
+    :meth:`Backend.to_numpy`); anything else through ``__array__`` or DLPack."""
     if isinstance(x, np.ndarray):
         return x
-    mod = type(x).__module__.split(".")[0]
-    if mod == "torch":
-        x = x.detach()
-        if x.dtype.is_floating_point and x.dtype.itemsize == 2:
-            x = x.float()  # bfloat16 has no NumPy dtype; float16 stays exact in float32
-        return x.cpu().numpy()
-    if mod == "cupy":
-        return x.get()
-    if mod == "mlx":
-        import mlx.core as mx
-
-        if x.dtype == mx.bfloat16:
-            x = x.astype(mx.float32)
-        return np.array(x, copy=False)
+    for target in _owner_candidates():
+        try:
+            cls = _load_class(target, target)
+        except (ValueError, ImportError):  # a broken plugin cannot own anything
+            continue
+        if cls.owns(x):
+            return cls.to_numpy(x)
     try:
         return np.asarray(x)
     except Exception:

@@ -8,13 +8,19 @@ NumPy state dict, folds BatchNorm into the preceding conv once (float64), and
 hands each folded tensor to the backend's :meth:`~se_multi.backend.Backend.param`.
 ``forward(ops, x)`` then calls ops only.
 
+A declaration is data: :meth:`Module.bind` never modifies it, it returns a *bound
+copy* holding the backend's arrays (and, once the backend compiles it, that model's
+compiled graphs, see :mod:`se_multi.cache`). One declaration can therefore be bound
+to several backends at once, and dropping a bound model frees everything it holds.
+
 Because parameters are declared with shapes, a model can be inspected (parameter
 counts, key lists) without any weights, and the shape-only "backends" used for
-complexity counting and ONNX export run the same ``forward``.
+shape checks, complexity counting and ONNX export run the same ``forward``.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -50,8 +56,19 @@ class Module:
             self._children[name] = value
         object.__setattr__(self, name, value)
 
+    def __getattr__(self, name):
+        # only reached for attributes that do not exist: say why a weight is missing
+        if name.startswith("_") or "_bound_to" in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}: this module is a "
+                             "declaration, and weights exist only on the bound copy that bind(state, ops) returns")
+
     def declare(self, name: str, shape, kind: str) -> None:
         self._specs[name] = ParamSpec(tuple(int(s) for s in shape), kind)
+
+    def layer_name(self, prefix: str) -> str:
+        """This module's name in error messages, from its checkpoint prefix (``layer1.0.``)."""
+        return prefix.rstrip(".") or type(self).__name__
 
     # -- traversal ------------------------------------------------------------------
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
@@ -76,13 +93,41 @@ class Module:
         return sum(int(np.prod(s.shape)) for s in self.param_specs().values() if s.kind not in BUFFER_KINDS)
 
     # -- weights --------------------------------------------------------------------
+    @property
+    def bound_to(self):
+        """The backend this module is bound on, or ``None`` for a declaration."""
+        return self.__dict__.get("_bound_to")
+
+    @property
+    def declaration(self) -> "Module":
+        """The declaration a bound module was bound from (a declaration is its own)."""
+        return self.__dict__.get("_declaration", self)
+
     def bind(self, state: dict[str, np.ndarray], ops) -> "Module":
-        """Check ``state`` strictly against the declared specs, fold, convert with ``ops``."""
+        """Check ``state`` strictly against the declared specs, fold, convert with ``ops``, and
+        return the bound copy. ``self`` stays a declaration (it holds no arrays, so the copy is
+        cheap), and can be bound again, on any backend."""
+        if self.bound_to is not None:
+            raise TypeError(f"{type(self).__name__} is already bound (on {self.bound_to!r}); "
+                            "bind its declaration (Model.declaration), not the bound copy")
         check_state(self.param_specs(), state)
-        for prefix, module in self.named_modules():
+        bound = copy.deepcopy(self)
+        for prefix, module in bound.named_modules():
             local = {name: np.asarray(state[prefix + name]) for name in module._specs}
             module._bind(local, ops)
-        return self
+            object.__setattr__(module, "_bound_to", ops)
+        object.__setattr__(bound, "_declaration", self)
+        return bound
+
+    def graphs(self, maxsize: int):
+        """This bound module's cache of compiled graphs (created on first use; see
+        :mod:`se_multi.cache`): they live, and die, with the weights they were compiled from."""
+        from se_multi.cache import BoundedCache
+
+        if self.bound_to is None:
+            raise TypeError(f"{type(self).__name__} is a declaration: only a bound module is compiled")
+        cache = self.__dict__.get("_graphs")
+        return cache if cache is not None else self.__dict__.setdefault("_graphs", BoundedCache(maxsize))
 
     def _bind(self, local: dict[str, np.ndarray], ops) -> None:
         """Turn this module's own checkpoint tensors into backend arrays (override)."""
@@ -90,8 +135,11 @@ class Module:
     def forward(self, ops, x):
         raise NotImplementedError
 
-    def __call__(self, ops, x):
-        return self.forward(ops, x)
+    def __call__(self, ops, *args, **kwargs):
+        if ops.traces_modules:  # a shape tracer names the layer an error happens in
+            with ops.scope(self):
+                return self.forward(ops, *args, **kwargs)
+        return self.forward(ops, *args, **kwargs)
 
 
 class StateDictError(ValueError):
@@ -185,12 +233,15 @@ class ConvNormAct(Module):
                             ("running_var", "bn_running_var")):
                 self.declare(f"{bn}.{p}", (out_chs,), kind)
 
+    def layer_name(self, prefix: str) -> str:
+        return prefix + self.conv_name
+
     def _bind(self, local, ops):
         w = np.asarray(local[f"{self.conv_name}.weight"], np.float64)
         b = local.get(f"{self.conv_name}.bias")
         if self.bn_name:
             bn = self.bn_name
-            w, b = ref.fold_batch_norm(w, b, local[f"{bn}.running_mean"], local[f"{bn}.running_var"],
+            w, b = ops.fold_batch_norm(w, b, local[f"{bn}.running_mean"], local[f"{bn}.running_var"],
                                        local[f"{bn}.weight"], local[f"{bn}.bias"], self.eps)
         self.w = ops.param(w, "conv")
         self.b = None if b is None else ops.param(np.asarray(b, np.float64), "vector")
@@ -213,6 +264,9 @@ class Linear(Module):
         if bias:
             self.declare(f"{name}.bias", (out_features,), "bias")
 
+    def layer_name(self, prefix: str) -> str:
+        return prefix + self.name
+
     def _bind(self, local, ops):
         self.w = ops.param(np.asarray(local[f"{self.name}.weight"], np.float64), "linear")
         b = local.get(f"{self.name}.bias")
@@ -220,6 +274,18 @@ class Linear(Module):
 
     def forward(self, ops, x):
         return ops.act(self.act, ops.linear(x, self.w, self.b))
+
+
+class MaxPool2d(Module):
+    """Max pooling (no parameters), a module so that shape errors can name it."""
+
+    def __init__(self, kernel_size: int = 3, stride: int = 2, padding: int = 0, ceil_mode: bool = False):
+        super().__init__()
+        self.kernel, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
+        self.ceil_mode = bool(ceil_mode)
+
+    def forward(self, ops, x):
+        return ops.max_pool2d(x, self.kernel, self.stride, self.padding, self.ceil_mode)
 
 
 # =========================================================================== SE blocks

@@ -13,19 +13,19 @@ SE stays in 4-D form in the graph: the squeezed vector is kept as ``(N, C, 1, 1)
 Flatten/Unsqueeze round trip; the public ``(N, C)`` form is restored only where a
 vector leaves the graph (or meets a Gemm).
 
-Command line: ``se-multi export NAME OUT.onnx [--weights W] [--opset N] [--fp16] [--input-size H W]``.
+Command line: ``se-multi export NAME OUT.onnx [--weights W] [--opset N] [--fp16] [--input-size H W]``
+(:mod:`se_multi.cli.export`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from se_multi import reference as ref
+from se_multi import shapes
 from se_multi.backend import Backend
 
 #: opsets this exporter writes: 13 is the first with Unsqueeze/Reshape axes as inputs
@@ -37,6 +37,8 @@ OP_MIN_OPSET = {"HardSwish": 14}
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 BATCH_DIM = "batch"
+#: names of the input's symbolic H and W in a size-generic graph
+SPATIAL_DIMS = ("height", "width")
 
 
 class OnnxExportError(ValueError):
@@ -96,8 +98,7 @@ class OnnxRecorder(Backend):
         self.initializers: list = []
         self.inputs: list = []
         self._count = 0
-        self._consts: dict[Any, Sym] = {}
-        self._keepalive: list = []  # arrays whose id() keys _consts must not be reused
+        self._consts: dict[Any, Sym] = {}  # value-keyed constants (scalars, int lists)
 
     # ------------------------------------------------------------------ graph building
     def _fresh(self, hint: str) -> str:
@@ -136,14 +137,12 @@ class OnnxRecorder(Backend):
 
     def _tensor(self, w) -> Sym | None:
         """A weight or input: a Sym as is; a NumPy array (a module bound on a NumPy-array
-        backend such as onnxruntime) becomes an initializer once per array."""
+        backend such as onnxruntime) becomes an initializer (each weight is used once per
+        forward, so each use is its own initializer)."""
         if w is None or isinstance(w, Sym):
             return w
         if isinstance(w, np.ndarray):
-            key = ("array", id(w))
-            if key not in self._consts:
-                self._keepalive.append(w)
-            return self._initializer(w.astype(self._np_dtype, copy=False), "w", key=key)
+            return self._initializer(w.astype(self._np_dtype, copy=False), "w")
         raise OnnxExportError(f"ONNX export: expected a symbolic tensor or a NumPy array; got {type(w).__name__}")
 
     def graph_input(self, name: str, shape: tuple) -> Sym:
@@ -178,11 +177,9 @@ class OnnxRecorder(Backend):
             return x
         return self._initializer(np.asarray(x, self._np_dtype), "const")
 
-    def to_numpy(self, x):
+    @staticmethod
+    def to_numpy(x):
         raise OnnxExportError("ONNX export: a traced tensor has no value (to_numpy called while recording)")
-
-    def is_native(self, x) -> bool:
-        return isinstance(x, Sym)
 
     def input(self, x):
         return self.asarray(x)
@@ -226,22 +223,18 @@ class OnnxRecorder(Backend):
     # ------------------------------------------------------------------ primitives
     def conv2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
         x, w, b = self._tensor(x), self._tensor(w), self._tensor(b)
-        if x.vec4d:  # a 1x1 conv on a squeezed vector (SE written with conv2d)
-            h = wd = 1
-        else:
-            h, wd = x.shape[2], x.shape[3]
-        o, _, kh, kw = w.shape
+        x_shape = (*x.shape, 1, 1) if x.vec4d else x.shape  # a 1x1 conv on a squeezed vector
+        out_shape = shapes.conv2d(x_shape, w.shape, stride, padding, dilation, groups)
+        kh, kw = w.shape[2:]
         top, bottom, left, right = padding
-        ho = ref.conv_output_size(h, kh, stride[0], top + bottom, dilation[0])
-        wo = ref.conv_output_size(wd, kw, stride[1], left + right, dilation[1])
-        return self._node("Conv", [x, w, b], (x.shape[0], o, ho, wo), kernel_shape=[kh, kw],
+        return self._node("Conv", [x, w, b], out_shape, kernel_shape=[kh, kw],
                           strides=list(stride), pads=[top, left, bottom, right],  # ONNX: begins, then ends
                           dilations=list(dilation), group=int(groups))
 
     def linear(self, x, w, b=None):
         x, w, b = self._tensor(x), self._tensor(w), self._tensor(b)
         x = self._vec2d(x)
-        return self._node("Gemm", [x, w, b], (x.shape[0], w.shape[0]), transB=1)
+        return self._node("Gemm", [x, w, b], shapes.linear(x.shape, w.shape), transB=1)
 
     def batch_norm(self, x, mean, var, weight, bias, eps):
         x, mean, var, weight, bias = map(self._tensor, (x, mean, var, weight, bias))
@@ -266,11 +259,11 @@ class OnnxRecorder(Backend):
 
     def _pool(self, op_type, x, kernel, stride, padding, ceil_mode, **attrs):
         x = self._tensor(x)
-        if x.vec4d or len(x.shape) != 4:
-            raise OnnxExportError(f"ONNX export: {op_type} needs an NCHW feature map; got shape {x.shape}")
-        ho = ref.pool_output_size(x.shape[2], kernel[0], stride[0], padding[0], ceil_mode)
-        wo = ref.pool_output_size(x.shape[3], kernel[1], stride[1], padding[1], ceil_mode)
-        return self._node(op_type, [x], (x.shape[0], x.shape[1], ho, wo), kernel_shape=list(kernel),
+        if x.vec4d:
+            raise OnnxExportError(f"ONNX export: {op_type} needs an NCHW feature map; got an (N, C) vector")
+        out_shape = shapes.pool2d(x.shape, kernel, stride, padding, ceil_mode,
+                                  "max_pool2d" if op_type == "MaxPool" else "avg_pool2d")
+        return self._node(op_type, [x], out_shape, kernel_shape=list(kernel),
                           strides=list(stride), pads=[padding[0], padding[1], padding[0], padding[1]],
                           ceil_mode=int(bool(ceil_mode)), **attrs)
 
@@ -283,13 +276,13 @@ class OnnxRecorder(Backend):
 
     def global_avg_pool(self, x):
         x = self._tensor(x)
-        return self._node("GlobalAveragePool", [x], x.shape[:2], vec4d=True)
+        return self._node("GlobalAveragePool", [x], shapes.global_avg_pool(x.shape), vec4d=True)
 
     def _binary(self, op_type, a, b):
         a, b = self._tensor(a), self._tensor(b)
         if a.vec4d != b.vec4d:
             a, b = self._vec4d(a), self._vec4d(b)
-        return self._node(op_type, [a, b], a.shape, a.vec4d)
+        return self._node(op_type, [a, b], shapes.same(op_type.lower(), a.shape, b.shape), a.vec4d)
 
     def add(self, a, b):
         return self._binary("Add", a, b)
@@ -299,24 +292,22 @@ class OnnxRecorder(Backend):
 
     def mul_channel(self, x, s):
         x, s = self._tensor(x), self._tensor(s)
-        return self._node("Mul", [x, self._vec4d(s)], x.shape)
+        return self._node("Mul", [x, self._vec4d(s)], shapes.mul_channel(x.shape, s.shape))
 
     def mul_pixel(self, x, q):
         x, q = self._tensor(x), self._tensor(q)
-        return self._node("Mul", [x, q], x.shape)
+        return self._node("Mul", [x, q], shapes.mul_pixel(x.shape, q.shape))
 
     def upsample_nearest2x(self, x):
         x = self._tensor(x)
-        n, c, h, w = x.shape
         scales = self._initializer(np.asarray([1, 1, 2, 2], np.float32), "scales", key="scales2x")
         # asymmetric + floor is exactly out[i] = in[i // 2], PyTorch's nearest rule
-        return self._node("Resize", [x, None, scales], (n, c, 2 * h, 2 * w), mode="nearest",
+        return self._node("Resize", [x, None, scales], shapes.upsample_nearest2x(x.shape), mode="nearest",
                           coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
     def concat_channels(self, xs):
         xs = [self._tensor(x) for x in xs]
-        n, _, h, w = xs[0].shape
-        return self._node("Concat", xs, (n, sum(x.shape[1] for x in xs), h, w), axis=1)
+        return self._node("Concat", xs, shapes.concat_channels([x.shape for x in xs]), axis=1)
 
     # ------------------------------------------------------------------ fused ops in graph form
     def excite(self, z, w1, b1, w2, b2, act="relu", gate="sigmoid"):
@@ -331,11 +322,26 @@ class OnnxRecorder(Backend):
         return self._node("Conv", [v, w, b], (v.shape[0], w.shape[0]), vec4d=True, kernel_shape=[1, 1])
 
     # ------------------------------------------------------------------ tracing a module
-    def trace(self, module, input_shape: tuple, graph_name: str = "se_multi"):
-        """Run ``module.forward`` on a symbolic NCHW input of ``input_shape`` -> ModelProto."""
+    def trace(self, module, input_shape: tuple, graph_name: str = "se_multi", symbolic_hw: bool = False):
+        """Run ``module.forward`` on a symbolic NCHW input of ``input_shape`` -> ModelProto.
+
+        The trace runs at ``input_shape`` (its shape checks included); with ``symbolic_hw``
+        the graph declares its input's H and W (and a feature-map output's) as symbolic
+        dimensions: no node depends on them, so one graph serves every input size that fits.
+        """
         x = self.graph_input(INPUT_NAME, input_shape)
         y = self.output(module(self, self.input(x)))
-        return self.to_model([y], [OUTPUT_NAME], graph_name)
+        proto = self.to_model([y], [OUTPUT_NAME], graph_name)
+        if symbolic_hw:
+            for is_input, values in ((True, proto.graph.input), (False, proto.graph.output)):
+                for value in values:
+                    dims = value.type.tensor_type.shape.dim
+                    for axis, name in zip((2, 3), SPATIAL_DIMS):
+                        if len(dims) > axis:
+                            dims[axis].Clear()  # an output's H and W: unknown, derived by the runtime
+                            if is_input:
+                                dims[axis].dim_param = name
+        return proto
 
 
 def _version() -> str:
@@ -401,6 +407,7 @@ def build_onnx(model_or_name, weights=None, input_size=(224, 224), batch="dynami
         raise OnnxExportError(f"ONNX export: expected a model name or a se_multi Model; got {type(model_or_name).__name__}")
     h, w = _input_size(input_size)
     shape = (_batch_dim(batch), model.in_chans, h, w)
+    model.check_input_size((1, model.in_chans, h, w))  # a graph with an empty output must never be written
     proto = recorder.trace(model.module, shape, graph_name=f"se_multi_{model.name}")
     out_shape = [d.dim_value or d.dim_param for d in proto.graph.output[0].type.tensor_type.shape.dim]
     meta = {
@@ -442,32 +449,3 @@ def export_onnx(model_or_name, path, weights=None, input_size=(224, 224), batch=
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, str(path))
     return path
-
-
-# =========================================================================== CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model name (se-multi info lists them)")
-    parser.add_argument("output", help="path of the .onnx file to write")
-    parser.add_argument("--weights", default=None, help="checkpoint path or hub id (default: seeded weights)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    parser.add_argument("--fp16", action="store_true", help="store weights and I/O as float16")
-    parser.add_argument("--input-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
-    parser.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
-    parser.add_argument("--num-classes", type=int, default=None)
-
-
-def run(args) -> int:
-    batch = args.batch if args.batch == "dynamic" else _parse_batch(args.batch)
-    path = export_onnx(args.model, args.output, weights=args.weights, input_size=tuple(args.input_size),
-                       batch=batch, opset=args.opset, dtype="float16" if args.fp16 else "float32",
-                       num_classes=args.num_classes)
-    size_mb = path.stat().st_size / 1e6
-    print(f"wrote {path} ({size_mb:.1f} MB, opset {args.opset}, {'float16' if args.fp16 else 'float32'})")
-    return 0
-
-
-def _parse_batch(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise OnnxExportError(f"--batch must be 'dynamic' or a positive integer; got {text!r}") from None

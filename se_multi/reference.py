@@ -12,31 +12,20 @@ whole-tensor multiply-add. There is no Python loop over pixels or channels.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from se_multi import shapes
+
 
 # --------------------------------------------------------------------------- convolution
-def conv_output_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int = 1) -> int:
-    return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
-
-
 def conv2d(x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
-    if c != cg * groups or o % groups:
-        raise ValueError(
-            f"conv2d: input has {c} channels, weight {tuple(w.shape)} with groups={groups} expects {cg * groups}"
-        )
+    _, _, ho, wo = shapes.conv2d(x.shape, w.shape, stride, padding, dilation, groups)
     sh, sw = stride
     dh, dw = dilation
     pt, pb, pl, pr = padding
-    ho = conv_output_size(h, kh, sh, pt + pb, dh)
-    wo = conv_output_size(wd, kw, sw, pl + pr, dw)
-    if ho <= 0 or wo <= 0:
-        raise ValueError(f"conv2d: input {h}x{wd} is smaller than the kernel {kh}x{kw} (padding {padding})")
     if any(padding):
         x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     og = o // groups
@@ -116,22 +105,12 @@ def hard_swish(x):
 
 
 # --------------------------------------------------------------------------- pooling
-def pool_output_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) -> int:
-    """PyTorch's rule, including: with ``ceil_mode`` the last window must start inside input+left pad."""
-    num = size + 2 * pad - kernel
-    out = (-(-num // stride) if ceil_mode else num // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
-def _pool_windows(x, kernel, stride, padding, ceil_mode, fill):
+def _pool_windows(x, kernel, stride, padding, ceil_mode, fill, op="max_pool2d"):
     n, c, h, w = x.shape
     kh, kw = kernel
     sh, sw = stride
     ph, pw = padding
-    ho = pool_output_size(h, kh, sh, ph, ceil_mode)
-    wo = pool_output_size(w, kw, sw, pw, ceil_mode)
+    _, _, ho, wo = shapes.pool2d(x.shape, kernel, stride, padding, ceil_mode, op)
     # right/bottom extra so every (ceil-mode) window is complete
     eh = max(0, (ho - 1) * sh + kh - (h + 2 * ph))
     ew = max(0, (wo - 1) * sw + kw - (w + 2 * pw))
@@ -147,7 +126,7 @@ def max_pool2d(x, kernel, stride, padding=(0, 0), ceil_mode=False):
 
 def avg_pool2d(x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
     n, c, h, w = x.shape
-    win, _, (eh, ew) = _pool_windows(x, kernel, stride, padding, ceil_mode, 0)
+    win, _, (eh, ew) = _pool_windows(x, kernel, stride, padding, ceil_mode, 0, "avg_pool2d")
     total = win.sum(axis=(-2, -1))
     # divisor: elements inside input+padding (count_include_pad) or inside the input alone;
     # the ceil-mode overhang past the padded input never counts (PyTorch).
@@ -211,4 +190,5 @@ def reduced_channels(channels: int, reduction: float = 16, divisor: int = 1, rou
     return make_divisible(channels / reduction, divisor, round_limit=round_limit)
 
 
-__all__ = [name for name in dir() if not name.startswith("_") and name not in ("annotations", "math", "np", "sliding_window_view")]
+__all__ = [name for name in dir() if not name.startswith("_") and name not in ("annotations", "np", "shapes",
+                                                                               "sliding_window_view")]

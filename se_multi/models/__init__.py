@@ -54,13 +54,39 @@ def build_model(name: str, **kwargs) -> Module:
 
 class Model:
     """A bound model: ``model(x)`` takes NCHW (NumPy or the backend's native array) and
-    returns the output in the backend's native type (logits N x K, or N x K x H x W)."""
+    returns the output in the backend's native type (logits N x K, or N x K x H x W).
+
+    ``declaration`` is the model as declared (data: no arrays), ``module`` the copy bound on
+    ``ops`` (weights, and whatever the backend compiled for it). Dropping the Model frees both.
+    """
 
     def __init__(self, name: str, module: Module, ops, in_chans: int = 3):
+        if module.bound_to is not ops:
+            raise TypeError(f"{name}: Model needs the module bound on {ops!r} (what bind(state, ops) returns)")
         self.name, self.module, self.ops, self.in_chans = name, module, ops, in_chans
+        self.declaration = module.declaration
+        self._input_sizes = None
 
     backend = property(lambda self: self.ops)
     dtype = property(lambda self: self.ops.dtype)
+
+    @property
+    def input_sizes(self):
+        """Which input sizes fit this model's graph (:class:`se_multi.shapes.InputSizes`)."""
+        if self._input_sizes is None:
+            from se_multi.shapes import InputSizes
+
+            self._input_sizes = InputSizes(self.declaration, self.in_chans)
+        return self._input_sizes
+
+    def smallest_input_size(self) -> tuple[int, int] | None:
+        """The smallest (H, W) this model accepts, derived from its own graph."""
+        return self.input_sizes.smallest()
+
+    def check_input_size(self, shape) -> None:
+        """One ``ValueError`` (model, input size, the layer whose output would be empty, the
+        smallest size that works) if an NCHW shape does not fit; before any backend runs."""
+        self.input_sizes.check(self.name, shape)
 
     def check_input(self, x: Any) -> None:
         """Reject what would otherwise give a silent wrong answer or a backend traceback."""
@@ -76,6 +102,7 @@ class Model:
         if isinstance(x, np.ndarray) and not np.isfinite(x).all():
             # checked for NumPy inputs only: checking a device array would force a sync per call
             raise ValueError(f"{self.name}: input contains NaN or Inf")
+        self.check_input_size(shape)
 
     def __call__(self, x: Any) -> Any:
         self.check_input(x)
@@ -109,5 +136,4 @@ def create_model(name: str, weights: str | None = None, backend: Any = "auto", d
             num_classes = checkpoint.infer_num_classes(name, state)
         module = build_model(name, num_classes=num_classes, **layout_opts, **kwargs)
     ops = get_backend(backend, dtype=dtype, device=device)
-    module.bind(state, ops)
-    return Model(name, module, ops)
+    return Model(name, module.bind(state, ops), ops)

@@ -36,7 +36,8 @@ from typing import Sequence
 from se_multi import reference as ref
 from se_multi.checkpoint import register_layout
 from se_multi.models import register_model
-from se_multi.nn import SE_INTEGRATIONS, ConvNormAct, Linear, Module, Sequential, SqueezeExcite, residual_unit
+from se_multi.nn import (SE_INTEGRATIONS, ConvNormAct, Linear, MaxPool2d, Module, Sequential, SqueezeExcite,
+                         residual_unit)
 
 STAGE_NAMES = ("layer1", "layer2", "layer3", "layer4")
 STAGE_PLANES = (64, 128, 256, 512)
@@ -155,6 +156,7 @@ class ResNet(Module):
             raise ValueError(f"num_classes must be a non-negative int; got {num_classes!r}")
         self.layout, self.se_config, self.num_classes = layout, se, num_classes
         self.stem = ConvNormAct(3, 64, 7, 2, padding=3, conv=layout.stem_conv, bn=layout.stem_bn)
+        self.maxpool = MaxPool2d(3, 2, layout.stem_pool_padding, layout.stem_pool_ceil)
         in_chs = 64
         for index, (name, planes, depth) in enumerate(zip(STAGE_NAMES, STAGE_PLANES, layers)):
             stage_se = se if se is not None and index + 1 in se.stages else None
@@ -176,8 +178,7 @@ class ResNet(Module):
     def stage_outputs(self, ops, x) -> list:
         """``[stem (before pool), layer1, layer2, layer3, layer4]`` feature maps."""
         stem = self.stem_forward(ops, x)
-        x = ops.max_pool2d(stem, (3, 3), (2, 2), (self.layout.stem_pool_padding,) * 2,
-                           ceil_mode=self.layout.stem_pool_ceil)
+        x = self.maxpool(ops, stem)
         outs = [stem]
         for name in self.stage_names:
             x = getattr(self, name)(ops, x)

@@ -72,8 +72,8 @@ class UnetSCSE(Module):
     def check_size(self, ops, x) -> None:
         h, w = ops.shape(x)[2:]
         if h % OUTPUT_STRIDE or w % OUTPUT_STRIDE:
-            raise ValueError(f"unet_se_resnet50_scse: height and width must be multiples of {OUTPUT_STRIDE}; "
-                             f"got {h}x{w}")
+            raise ValueError(f"height and width must be multiples of {OUTPUT_STRIDE} (the encoder's output "
+                             f"stride, so that every decoder upsample meets its skip); got {h}x{w}")
 
     def forward_features(self, ops, x) -> dict:
         """Each decoder block's output by its module name (``decoder.blocks.0`` ... ``.4``)."""
@@ -82,7 +82,7 @@ class UnetSCSE(Module):
         skips = list(reversed(feats[:-1])) + [None]
         out, y = {}, feats[-1]
         for name, block, skip in zip(self.stage_names, self.decoder.blocks, skips):
-            y = out[name] = block.forward(ops, y, skip)
+            y = out[name] = block(ops, y, skip)
         return out
 
     def forward(self, ops, x):

@@ -1,5 +1,6 @@
-"""The ``se-multi`` command. Each subcommand lives in its own module, which provides
-``add_arguments(parser)`` and ``run(args) -> int``; modules load only when needed."""
+"""The ``se-multi`` command. Each subcommand is one module of this package, which provides
+``add_arguments(parser)`` and ``run(args) -> int``; the library modules hold no command-line
+glue. Command modules import their library lazily where it is heavy."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import sys
 
 #: subcommand -> (module, one-line help)
 COMMANDS = {
-    "backends": ("se_multi.cli_backends", "list backends and whether each can run here"),
-    "validate": ("se_multi.conformance", "check a backend against the NumPy float64 reference"),
-    "bench": ("se_multi.bench", "latency, throughput, SE overhead and accuracy per backend"),
-    "predict": ("se_multi.predict", "classify images (or segment them) with a model"),
-    "info": ("se_multi.info", "parameters and multiply-adds per stage; the SENet paper's tables"),
-    "convert": ("se_multi.convert", "rewrite a checkpoint in se_multi's native layout (.safetensors)"),
-    "export": ("se_multi.onnx_export", "write a model as an ONNX file"),
+    "backends": ("se_multi.cli.backends", "list backends and whether each can run here"),
+    "validate": ("se_multi.cli.validate", "check a backend against the NumPy float64 reference"),
+    "bench": ("se_multi.cli.bench", "latency, throughput, SE overhead and accuracy per backend"),
+    "predict": ("se_multi.cli.predict", "classify images (or segment them) with a model"),
+    "info": ("se_multi.cli.info", "parameters and multiply-adds per stage; the SENet paper's tables"),
+    "convert": ("se_multi.cli.convert", "rewrite a checkpoint in se_multi's native layout (.safetensors)"),
+    "export": ("se_multi.cli.export", "write a model as an ONNX file"),
 }
 
 

@@ -1,0 +1,51 @@
+"""``se-multi validate``: a backend against the NumPy float64 reference, op by op and whole models."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from se_multi.conformance import TOLERANCES, format_table, run_suite
+
+
+def _stderr_progress(stream=None):
+    """A one-line counter on a terminal; on a pipe, a line every 10% (logs stay readable)."""
+    stream = stream or sys.stderr  # looked up now: tests and tools swap sys.stderr
+    tty = stream.isatty()
+
+    def show(done: int, total: int, name: str) -> None:
+        if tty:
+            bar = "#" * (20 * done // total)
+            stream.write(f"\r[{bar:<20}] {done}/{total} {name[:60]:<60}")
+            if done == total:
+                stream.write("\n")
+        elif done == total or done % max(1, total // 10) == 0:
+            stream.write(f"validate: {done}/{total} checks\n")
+        stream.flush()
+
+    return show
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--backend", default="auto",
+                        help="backend name, 'auto', or 'package.module:ClassName' (default: auto)")
+    parser.add_argument("--dtype", default="float32", help=f"compute dtype: {', '.join(TOLERANCES)} (default: float32)")
+    parser.add_argument("--device", default=None, help="the backend's device, e.g. cpu, cuda, cuda:1, mps, gpu")
+    parser.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON to PATH")
+
+
+def run(args) -> int:
+    result = run_suite(args.backend, dtype=args.dtype, device=args.device, progress=_stderr_progress())
+    print(format_table(result))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(result.to_dict(), fh, indent=2, allow_nan=False, default=str)
+    failed = [c for c in result.checks if not c.passed]
+    where = f"backend {result.backend!r}, {result.dtype}" + (f", device {result.device}" if result.device else "")
+    if failed:
+        print(f"FAILED: {len(failed)} of {len(result.checks)} checks ({where}); "
+              f"failing ops and models: {', '.join(result.failed_ops)}")
+        return 1
+    print(f"OK: all {len(result.checks)} checks passed ({where}; max rel err <= {result.tolerance:.0e} per op, "
+          f"<= {result.model_tolerance:.0e} per whole model)")
+    return 0

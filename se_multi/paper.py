@@ -1,0 +1,152 @@
+"""The SENet paper's complexity tables beside se_multi's counts (``se-multi info --paper``).
+
+Hu et al., *Squeeze-and-Excitation Networks* (TPAMI), Tables 2, 3 and 7
+(``../shared/paper/README.md``), and the cost of the paper's ablations, which it reports only
+as errors. Every se_multi figure is counted by :func:`se_multi.info.model_info` from the graph
+that runs.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from se_multi.info import model_info, paper_flops
+
+
+class PaperRow(NamedTuple):
+    table: str
+    label: str
+    model: str  # the se_multi model counted
+    kwargs: dict  # its builder options
+    gflops: float | None  # the paper's figure (multiply-adds incl. gate multiplies)
+    mparams: float | None  # the paper's figure, millions
+    without_se: bool = False  # count the model less its SE blocks (the paper's baseline)
+
+
+#: Hu et al., SENet (TPAMI), the complexity columns of Tables 2, 3 and 7 (../shared/paper/README.md).
+#: Table 2's models are the original Caffe layouts (stride in the first 1x1 conv): se_multi's
+#: ``legacy_seresnet*``. Its baselines are the same graphs without SE; se_multi registers no
+#: Caffe-layout plain ResNet, so they are counted as the SE model less its SE blocks (exact:
+#: removing SE leaves the plain graph; ``test_info`` checks it against ``resnet50``).
+PAPER = (
+    PaperRow("2", "ResNet-50", "legacy_seresnet50", {}, 3.86, None, without_se=True),
+    PaperRow("2", "SE-ResNet-50", "legacy_seresnet50", {}, 3.87, None),
+    PaperRow("2", "ResNet-101", "legacy_seresnet101", {}, 7.58, None, without_se=True),
+    PaperRow("2", "SE-ResNet-101", "legacy_seresnet101", {}, 7.60, None),
+    PaperRow("2", "ResNet-152", "legacy_seresnet152", {}, 11.30, None, without_se=True),
+    PaperRow("2", "SE-ResNet-152", "legacy_seresnet152", {}, 11.32, None),
+    PaperRow("2", "ResNeXt-50 (32x4d)", "seresnext50_32x4d", {}, 4.24, None, without_se=True),
+    PaperRow("2", "SE-ResNeXt-50 (32x4d)", "seresnext50_32x4d", {}, 4.25, None),
+    PaperRow("3", "MobileNet", "mobilenetv1_100", {}, 0.569, 4.2),
+    PaperRow("3", "SE-MobileNet", "se_mobilenetv1_100", {}, 0.572, 4.7),
+    PaperRow("7", "SE-ResNet-50, r = 4", "legacy_seresnet50", {"reduction": 4}, None, 35.7),
+    PaperRow("7", "SE-ResNet-50, r = 8", "legacy_seresnet50", {"reduction": 8}, None, 30.7),
+    PaperRow("7", "SE-ResNet-50, r = 16", "legacy_seresnet50", {"reduction": 16}, None, 28.1),
+    PaperRow("7", "SE-ResNet-50, r = 32", "legacy_seresnet50", {"reduction": 32}, None, 26.9),
+    PaperRow("7", "ResNet-50", "resnet50", {}, None, 25.6),
+)
+
+
+def without_se(info: dict) -> dict:
+    """The totals of ``info`` less its SE blocks: the same network with SE removed."""
+    return dict(info, params=info["params"] - info["se_params"], macs=info["macs"] - info["se_macs"],
+                se_params=0, se_macs=0, se_scale_mults=0, stages=[])
+
+
+#: the paper's ablations (it reports only their errors); se_multi counts their cost
+ABLATION_MODEL = "legacy_seresnet50"
+ABLATIONS = (
+    ("standard (SE before the sum)", {}),
+    ("SE-PRE", {"se_integration": "pre"}),
+    ("SE-POST", {"se_integration": "post"}),
+    ("SE-Identity", {"se_integration": "identity"}),
+    ("SE 3x3 (after the 3x3 conv)", {"se_integration": "conv3x3"}),
+    ("SE in stage 2 only", {"se_stages": (2,)}),
+    ("SE in stage 3 only", {"se_stages": (3,)}),
+    ("SE in stage 4 only", {"se_stages": (4,)}),
+    ("SE in all stages", {"se_stages": (1, 2, 3, 4)}),
+    ("no excitation biases", {"se_bias": False}),
+)
+
+_NOTES = {
+    "seresnext": "timm layout. The Caffe SE-ResNeXt (Cadene's `se_resnext*_32x4d`) also strides in the "
+                 "3x3 conv and has the same SE widths at r = 16, so it costs the same: only key names and "
+                 "the stem pool's padding convention differ (56x56 either way at 224x224)",
+}
+
+
+def _try_info(name: str, kwargs: dict, input_size=(224, 224)) -> tuple[dict | None, str]:
+    """(info, "") or (None, why): a model this build does not register shows as n/a, so the
+    rest of the tables still print; any other error is an error."""
+    from se_multi.models import list_models
+
+    if name not in list_models():
+        return None, f"`{name}` is not registered"
+    return model_info(name, input_size, **kwargs), ""
+
+
+def _kwargs_text(kwargs: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+
+
+def _diff(ours: float, paper: float, unit: str, digits: int) -> str:
+    d = ours - paper
+    return f"{d:+.{digits}f} {unit} ({100 * d / paper:+.2f}%)"
+
+
+def paper_tables(input_size=(224, 224)) -> str:
+    """The paper's complexity figures beside se_multi's counts, as Markdown."""
+    out = ["The paper's \"GFLOPs\" are multiply-adds including the SE gate multiplies: they are compared "
+           "with se_multi's `macs + se_scale_mults` (conv and linear multiply-accumulates, SE FCs included, "
+           "plus C*H*W per SE gate). The paper rounds to 2 decimals (GFLOPs) and 0.1M (params); expect "
+           "agreement within about 0.3% and 0.1M.", ""]
+    sections = {
+        "2": ("Table 2: ImageNet 224x224, GFLOPs (original Caffe layouts)",
+              ["model", "se_multi model", "paper GFLOPs", "se_multi GFLOPs", "difference", "params (M)"]),
+        "3": ("Table 3: mobile networks, MFLOPs and parameters",
+              ["model", "se_multi model", "paper MFLOPs", "se_multi MFLOPs", "difference",
+               "paper params (M)", "se_multi params (M)", "difference"]),
+        "7": ("Table 7: SE-ResNet-50 by reduction ratio r, parameters",
+              ["model", "se_multi model", "paper params (M)", "se_multi params (M)", "difference",
+               "se_multi GFLOPs"]),
+    }
+    notes = []
+    for table, (title, header) in sections.items():
+        out += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        for row in PAPER:
+            if row.table != table:
+                continue
+            label, name, kwargs, gflops, mparams = row.label, row.model, row.kwargs, row.gflops, row.mparams
+            ref_name = f"`{name}`" + (f" ({_kwargs_text(kwargs)})" if kwargs else "") + (
+                " less SE" if row.without_se else "")
+            notes += [f"`{name}`: {note}." for key, note in _NOTES.items()
+                      if key in name and f"`{name}`: {note}." not in notes]
+            info, why = _try_info(name, kwargs, input_size)
+            if info is None:
+                out.append(f"| {label} | {ref_name} | " + " | ".join(["n/a"] * (len(header) - 3))
+                           + f" | {why} |")
+                continue
+            info = without_se(info) if row.without_se else info
+            g, m = paper_flops(info) / 1e9, info["params"] / 1e6
+            if table == "2":
+                cells = [f"{gflops:.2f}", f"{g:.3f}", _diff(g, gflops, "G", 3), f"{m:.2f}"]
+            elif table == "3":
+                cells = [f"{gflops * 1e3:.0f}", f"{g * 1e3:.1f}", _diff(g * 1e3, gflops * 1e3, "M", 1),
+                         f"{mparams:.1f}", f"{m:.2f}", _diff(m, mparams, "M", 2)]
+            else:
+                cells = [f"{mparams:.1f}", f"{m:.2f}", _diff(m, mparams, "M", 2), f"{g:.3f}"]
+            out.append(f"| {label} | {ref_name} | " + " | ".join(cells) + " |")
+        out.append("")
+    out += [f"- {n}" for n in notes] + ([""] if notes else [])
+    out += [f"### Ablations on `{ABLATION_MODEL}` (the paper gives only their errors)", "",
+            "| configuration | options | params (M) | SE params (M) | GMACs | SE GMACs | GFLOPs (paper convention) |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for label, kwargs in ABLATIONS:
+        info, why = _try_info(ABLATION_MODEL, kwargs, input_size)
+        opts = f"`{_kwargs_text(kwargs)}`" if kwargs else "defaults"
+        if info is None:
+            out.append(f"| {label} | {opts} | n/a | n/a | n/a | n/a | {why} |")
+            continue
+        out.append(f"| {label} | {opts} | {info['params'] / 1e6:.2f} | {info['se_params'] / 1e6:.2f} | "
+                   f"{info['macs'] / 1e9:.3f} | {info['se_macs'] / 1e9:.4f} | {paper_flops(info) / 1e9:.3f} |")
+    return "\n".join(out) + "\n"
