@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from se_multi import bench
+from se_multi import bench, metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,11 +46,16 @@ def test_bench_cli_offline_table_json_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_compare_metric_catches_disagreement():
+def test_metrics_catch_disagreement():
+    """bench and validate share one metric (se_multi.metrics): written out by hand here."""
     ref = np.array([[0.0, 1.0, 2.0], [3.0, 1.0, 0.0]])
-    rel, agree = bench.compare(ref[:, ::-1], ref)
-    assert rel == pytest.approx(1.0) and agree == 0.0
-    assert bench.compare(ref, ref) == (0.0, 1.0)
+    flipped = ref[:, ::-1]  # |diff| max is 3 (row 2), max |ref| is 3
+    assert metrics.max_errors(flipped, ref) == (3.0, 1.0)
+    assert metrics.top1_agreement(flipped, ref) == 0.0
+    assert metrics.max_errors(ref, ref) == (0.0, 0.0) and metrics.top1_agreement(ref, ref) == 1.0
+    assert metrics.max_errors(np.array([[np.nan, 0.0, 0.0]]), ref[:1]) == (float("inf"), float("inf"))
+    with pytest.raises(ValueError, match="shape"):
+        metrics.max_errors(ref[:1], ref)
 
 
 def test_bench_reports_a_broken_configuration_instead_of_crashing():

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import require_backend
 from se_multi import cli, conformance, dispatch
 from se_multi.backend import Backend
 from se_multi.backends.numpy_backend import NumpyBackend
@@ -33,12 +34,6 @@ def broken():
         yield importlib.import_module("tests.broken_backends")
     finally:
         sys.path.remove(str(REPO))
-
-
-def _usable(name: str) -> None:
-    ok, reason = dispatch.backend_status()[name]
-    if not ok:
-        pytest.skip(f"backend {name!r} unavailable: {reason}")
 
 
 def _failures(result: conformance.SuiteResult) -> str:
@@ -99,7 +94,7 @@ _BACKEND_DTYPES = [(name, dtype) for name in dispatch.known_backends()
 
 @pytest.mark.parametrize("name,dtype", _BACKEND_DTYPES, ids=[f"{n}-{d}" for n, d in _BACKEND_DTYPES])
 def test_backend_conforms(name, dtype):
-    _usable(name)
+    require_backend(name)
     result = conformance.run_suite(name, dtype=dtype)
     assert result.passed, f"{name} {dtype} failed: {result.failed_ops}\n{_failures(result)}"
     assert len(result.checks) == len(conformance.build_checks())
@@ -109,11 +104,11 @@ def test_backend_conforms(name, dtype):
 @pytest.mark.parametrize("cls_name", [  # test_every_broken_backend_is_tested keeps this list complete
     "SigmoidGateAsHardSigmoid", "GlobalPoolDividesByHWPlusOne", "SqueezeKernelHWTransposed",
     "ExciteWeightsReshaped", "MaxPoolIgnoresCeilMode", "HardSigmoidUnclipped", "ConvPaddingFlipped",
-    "BatchNormIgnoresEps",
+    "BatchNormIgnoresEps", "RunModelScalesOutput",
 ])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_planted_bug_fails_and_names_its_op(broken, cls_name, dtype):
-    result = conformance.run_suite(getattr(broken, cls_name)(dtype))
+    result = conformance.run_suite(getattr(broken, cls_name)(dtype), fail_fast=True)
     assert not result.passed
     # the suite runs primitives, then fused ops, then blocks: the first failing op is the bug's
     assert result.failed_ops[0] == broken.EXPECTED_FAILED_OP[cls_name], result.failed_ops
@@ -136,7 +131,7 @@ def test_validate_command_fails_naming_the_op(tmp_path):
     )
     assert proc.returncode == 1, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
-    assert last.startswith("FAILED") and "failing ops: squeeze," in last
+    assert last.startswith("FAILED") and "failing ops and models: squeeze," in last
     assert "validate:" in proc.stderr  # progress
     report = json.loads(out.read_text())
     assert report["passed"] is False and report["failed_ops"][0] == "squeeze"
@@ -148,7 +143,7 @@ def test_validate_ceil_mode_bug_reports_shape(broken, capsys):
     rc = cli.main(["validate", "--backend", "tests.broken_backends:MaxPoolIgnoresCeilMode"])
     out = capsys.readouterr().out
     assert rc == 1
-    assert "failing ops: max_pool2d" in out
+    assert "failing ops and models: max_pool2d" in out
     assert "FAIL  output shape (1, 4, 3, 4), reference (1, 4, 4, 5)" in out
 
 
@@ -180,7 +175,7 @@ def test_validate_dtype_the_backend_lacks(capsys):
 
 # ----------------------------------------------------------------------------- generated shapes
 def _torch_or_skip():
-    _usable("torch")
+    require_backend("torch")
     return dispatch.get_backend("torch", "float32")
 
 

@@ -10,16 +10,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _parity import FIXTURE_MODELS, expected, peer_input, rel_err, write_peer_checkpoint
+from conftest import ALL_BACKENDS, require_backend
 
 import se_multi
 from se_multi import checkpoint
-from se_multi.dispatch import backend_class
+from se_multi.conformance import MODEL_TOLERANCES
 from se_multi.models import build_model
 
 FIXTURES = ("mobilenetv1_100", "se_mobilenetv1_100", "mobilenetv3_large_100", "torchvision.mobilenet_v3_large")
-BACKENDS = ("numpy", "torch", "mlx", "cupy", "onnxruntime")
+BACKENDS = ALL_BACKENDS
 #: (backend, dtype, max relative error vs the float64 peer); float64 runs where the backend has it
-RUNS = [(b, "float64", 1e-8) for b in BACKENDS] + [(b, "float32", 1e-4) for b in BACKENDS]
+RUNS = [(b, d, MODEL_TOLERANCES[d]) for d in ("float64", "float32") for b in BACKENDS]
 #: a feature map is stored in float32 by the peer: compare at float32 resolution
 FEATURE_TOL = 1e-5
 
@@ -38,14 +39,6 @@ def peer(tmp_path_factory):
     return get
 
 
-def _require(backend: str, dtype: str) -> None:
-    ok, reason = se_multi.backend_status().get(backend, (False, "unknown backend"))
-    if not ok:
-        pytest.skip(f"{backend}: {reason}")
-    if dtype not in backend_class(backend).dtypes:
-        pytest.skip(f"{backend}: no {dtype} (has {', '.join(backend_class(backend).dtypes)})")
-
-
 def test_recipe_input_is_the_fixture_input():
     for fixture in FIXTURES:
         np.testing.assert_array_equal(peer_input(fixture), expected(fixture)["x"])
@@ -54,7 +47,7 @@ def test_recipe_input_is_the_fixture_input():
 @pytest.mark.parametrize("backend,dtype,tol", RUNS, ids=[f"{b}-{d}" for b, d, _ in RUNS])
 @pytest.mark.parametrize("fixture", FIXTURES)
 def test_logits_match_peer(peer, fixture, backend, dtype, tol):
-    _require(backend, dtype)
+    require_backend(backend, dtype)
     path, exp = peer(fixture)
     model = se_multi.create_model(FIXTURE_MODELS[fixture], weights=str(path), backend=backend, dtype=dtype)
     logits = se_multi.to_numpy(model(exp["x"]))

@@ -12,27 +12,18 @@ import pytest
 
 import se_multi
 from _parity import FIXTURE_MODELS, expected, peer_input, rel_err, write_peer_checkpoint
+from conftest import require_backend
 from se_multi.backend import GraphBackend
+from se_multi.conformance import MODEL_TOLERANCES
 
 FIXTURES = ("seresnet50", "resnet50", "legacy_seresnet50", "smp.unet_se_resnet50_scse")
 SE_FIXTURES = tuple(f for f in FIXTURES if f != "resnet50")
-#: (backend, dtype, tolerance on max|ours - peer| / max|peer|)
-RUNS = (
-    ("numpy", "float64", 1e-8),
-    ("numpy", "float32", 1e-4),
-    ("torch", "float32", 1e-4),
-    ("mlx", "float32", 1e-4),
-    ("cupy", "float32", 1e-4),
-    ("onnxruntime", "float32", 1e-4),
-)
+#: (backend, dtype, tolerance on max|ours - peer| / max|peer|: the model-level tolerance)
+RUNS = tuple((b, d, MODEL_TOLERANCES[d]) for b, d in (
+    ("numpy", "float64"), ("numpy", "float32"), ("torch", "float32"), ("mlx", "float32"), ("cupy", "float32"),
+    ("onnxruntime", "float32")))
 #: the fixtures store stage features in float32: a float64 run can match them only to float32 rounding
 FEATURE_TOL = {"float64": 1e-6, "float32": 1e-4}
-
-
-def _require_backend(name: str) -> None:
-    usable, reason = se_multi.backend_status().get(name, (False, "unknown backend"))
-    if not usable:
-        pytest.skip(f"backend {name!r} unavailable: {reason}")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +57,7 @@ def test_recipe_input_is_the_fixture_input(fixture):
 @pytest.mark.parametrize("backend,dtype,tol", RUNS, ids=[f"{b}-{d}" for b, d, _ in RUNS])
 @pytest.mark.parametrize("fixture", FIXTURES)
 def test_logits_match_peer(runs, fixture, backend, dtype, tol):
-    _require_backend(backend)
+    require_backend(backend)
     _, logits = runs(fixture, backend, dtype)
     peer = expected(fixture)["logits"]
     assert logits.shape == peer.shape
@@ -77,7 +68,7 @@ def test_logits_match_peer(runs, fixture, backend, dtype, tol):
 @pytest.mark.parametrize("backend,dtype,tol", RUNS[:3], ids=[f"{b}-{d}" for b, d, _ in RUNS[:3]])
 @pytest.mark.parametrize("fixture", FIXTURES)
 def test_stage_features_match_peer(runs, fixture, backend, dtype, tol):
-    _require_backend(backend)
+    require_backend(backend)
     model, _ = runs(fixture, backend, dtype)
     if isinstance(model.ops, GraphBackend):
         pytest.skip("a whole-graph backend exposes no intermediate features")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import se_multi
 from se_multi.cli import main
 from se_multi.init import recipe_state
-from se_multi.models import build_model, create_model, list_models
+from se_multi.models import build_model, create_model
+from conftest import require_backend
 from se_multi.predict import predict
 from se_multi.preprocess import ImageError, preprocess
 from se_multi.pretrained import imagenet_labels
@@ -19,12 +19,6 @@ from se_multi.pretrained import imagenet_labels
 CLASSIFIER = "mobilenetv3_large_100"  # small and fast on NumPy (~0.1 s per image)
 OTHER = "mobilenetv3_small_100"
 SEGMENTER = "unet_se_resnet50_scse"
-
-
-def _require(*models):
-    missing = [m for m in models if m not in list_models()]
-    if missing:
-        pytest.skip(f"model(s) not in this build: {', '.join(missing)}")
 
 
 def _softmax64(logits):
@@ -64,7 +58,6 @@ def _expected_topk(model_name, image, k, tag=None, **create):
 
 # ------------------------------------------------------------------------------ end to end
 def test_predict_table_with_seeded_weights(capsys, images):
-    _require(CLASSIFIER)
     rc, out, err = _run(capsys, images[0], "--model", CLASSIFIER, "--backend", "numpy", "--topk", "3")
     assert rc == 0
     assert "untrained seeded weights" in err and err.count("\n") == 1
@@ -75,7 +68,6 @@ def test_predict_table_with_seeded_weights(capsys, images):
 
 
 def test_predict_json_matches_float64_reference(capsys, images):
-    _require(CLASSIFIER)
     rc, out, _ = _run(capsys, *images, "--model", CLASSIFIER, "--backend", "numpy", "--topk", "5", "--json")
     assert rc == 0
     report = json.loads(out)
@@ -92,7 +84,6 @@ def test_predict_json_matches_float64_reference(capsys, images):
 def test_predict_on_a_converted_checkpoint(capsys, images, tmp_path):
     """Weights from a file (the seeded recipe with another seed, in the native layout) give
     the same predictions as the same weights created in memory."""
-    _require(CLASSIFIER)
     from safetensors.numpy import save_file
 
     specs = build_model(CLASSIFIER).param_specs()
@@ -108,7 +99,6 @@ def test_predict_on_a_converted_checkpoint(capsys, images, tmp_path):
 
 
 def test_npy_input_is_used_as_preprocessed_batch(capsys, images, tmp_path):
-    _require(CLASSIFIER)
     x = preprocess(images, CLASSIFIER)
     np.save(tmp_path / "batch.npy", x)
     rc, out, _ = _run(capsys, tmp_path / "batch.npy", "--model", CLASSIFIER, "--backend", "numpy", "--json")
@@ -120,15 +110,13 @@ def test_npy_input_is_used_as_preprocessed_batch(capsys, images, tmp_path):
 
 
 def test_python_api_predict(images):
-    _require(CLASSIFIER)
     (result,) = predict(str(images[0]), model=CLASSIFIER, backend="numpy", topk=2)
     assert [k for k, _, _ in result.topk] == _expected_topk(CLASSIFIER, images[0], 2)[0]
     assert not result.is_segmentation
 
 
-@pytest.mark.skipif("torch" not in se_multi.available_backends(), reason="torch backend not installed")
 def test_torch_backend_gives_the_same_top5(capsys, images):
-    _require(CLASSIFIER)
+    require_backend("torch")
     rc, out, _ = _run(capsys, images[0], "--model", CLASSIFIER, "--backend", "torch", "--json")
     assert rc == 0
     assert [t["class"] for t in json.loads(out)["results"][0]["topk"]] == _expected_topk(CLASSIFIER, images[0], 5)[0]
@@ -140,7 +128,6 @@ def test_predict_on_a_peer_checkpoint_equals_the_peer(capsys, tmp_path, fixture)
     the top-5 equals the softmax of the logits timm / torchvision computed (float64)."""
     from _parity import FIXTURE_MODELS, expected, write_peer_checkpoint
 
-    _require(FIXTURE_MODELS[fixture])
     peer = expected(fixture)
     np.save(tmp_path / "x.npy", peer["x"])
     rc, out, _ = _run(capsys, tmp_path / "x.npy", "--model", FIXTURE_MODELS[fixture], "--weights",
@@ -155,7 +142,6 @@ def test_predict_on_a_peer_checkpoint_equals_the_peer(capsys, tmp_path, fixture)
 
 # ------------------------------------------------------------------------------ segmentation
 def test_segmentation_mask_png(capsys, images, tmp_path):
-    _require(SEGMENTER)
     mask = tmp_path / "mask.png"
     rc, out, _ = _run(capsys, images[0], "--model", SEGMENTER, "--backend", "numpy", "--output", mask, "--json")
     assert rc == 0
@@ -174,7 +160,6 @@ def test_segmentation_mask_png(capsys, images, tmp_path):
 
 
 def test_segmentation_masks_for_several_images(capsys, images, tmp_path):
-    _require(SEGMENTER)
     # a 160x160 config keeps this fast; {stem} names each mask after its image
     rc, out, _ = _run(capsys, *images, "--model", SEGMENTER, "--backend", "numpy", "--pretrained-cfg",
                       "seresnet50.a3_in1k", "--output", tmp_path / "{stem}_mask.png")
@@ -188,7 +173,6 @@ def test_segmentation_mask_equals_smp_argmax(capsys, tmp_path):
     """The smp U-Net fixture: the mask written from the peer-layout checkpoint is the argmax of smp's logits."""
     from _parity import expected, write_peer_checkpoint
 
-    _require(SEGMENTER)
     peer = expected("smp.unet_se_resnet50_scse")
     np.save(tmp_path / "x.npy", peer["x"])
     rc, _, _ = _run(capsys, tmp_path / "x.npy", "--model", SEGMENTER, "--weights",
@@ -230,7 +214,6 @@ def _text(tmp_path, name):
 
 
 def _other_models_checkpoint(tmp_path):
-    _require(OTHER, "mobilenetv1_100")
     from safetensors.numpy import save_file
 
     specs = build_model(OTHER).param_specs()
@@ -267,7 +250,6 @@ BAD_CLI = [
 
 @pytest.mark.parametrize("make_args, message", [b[1:] for b in BAD_CLI], ids=[b[0] for b in BAD_CLI])
 def test_bad_input_is_one_line_cli_error(capsys, tmp_path, images, make_args, message):
-    _require(CLASSIFIER)
     argv = make_args(tmp_path, images)
     if "--model" not in map(str, argv):
         argv += ["--model", CLASSIFIER]
@@ -288,13 +270,11 @@ def test_bad_input_is_one_line_cli_error(capsys, tmp_path, images, make_args, me
     (_with(-np.inf), ValueError, "NaN or Inf"),
 ], ids=["wrong-channels", "wrong-rank", "integer-dtype", "nhwc", "nan", "inf"])
 def test_bad_tensor_raises_from_the_model(x, exc, message):
-    _require(OTHER)
     with pytest.raises(exc, match=message):
         create_model(OTHER, backend="numpy")(x)
 
 
 def test_api_bad_names_and_files(tmp_path, images):
-    _require(CLASSIFIER)
     with pytest.raises(ValueError, match="unknown model 'nope'; known models: "):
         create_model("nope")
     with pytest.raises(ValueError, match="unknown model 'nope'; known models: "):

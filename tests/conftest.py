@@ -1,0 +1,40 @@
+"""Shared test helpers: which backends this machine can run, and the one way to skip for it.
+
+A test skips only for what the machine lacks (a package, a device, a dtype a backend does
+not have), with the reason ``backend_status`` gives; an unknown backend name is an error,
+and no error of se_multi's is ever turned into a skip.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from se_multi.dispatch import backend_class, backend_status
+
+#: every built-in backend that runs on a CPU (cupy needs an NVIDIA GPU)
+CPU_BACKENDS = ("numpy", "torch", "mlx", "onnxruntime")
+#: every built-in backend
+ALL_BACKENDS = (*CPU_BACKENDS, "cupy")
+
+
+def require_backend(name: str, dtype: str | None = None) -> None:
+    """Skip the calling test if backend ``name`` cannot run here (or has no ``dtype``)."""
+    ok, reason = backend_status()[name]  # KeyError for a name se_multi does not know: a test bug
+    if not ok:
+        pytest.skip(f"backend {name!r} unavailable here: {reason}")
+    if dtype is not None and dtype not in backend_class(name).dtypes:
+        pytest.skip(f"backend {name!r} has no {dtype} (has {', '.join(backend_class(name).dtypes)})")
+
+
+@pytest.fixture(params=CPU_BACKENDS)
+def cpu_backend(request) -> str:
+    """Each CPU backend's name, skipped with the reason where it cannot run."""
+    require_backend(request.param)
+    return request.param
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def any_backend(request) -> str:
+    """Each built-in backend's name (cupy included), skipped with the reason where it cannot run."""
+    require_backend(request.param)
+    return request.param

@@ -1,0 +1,190 @@
+"""Run by tests/test_robustness.py in a fresh interpreter, so that a crash (SIGFPE, abort) fails
+one test instead of ending the run. Prints one JSON document on stdout.
+
+    python robustness_worker.py tiny BACKEND      every family x tiny and odd sizes: error or logits
+    python robustness_worker.py export            the same sizes through export_onnx + ONNX Runtime
+    python robustness_worker.py memory BACKEND    RSS over many input sizes and model lifetimes
+    python robustness_worker.py threads BACKEND   4 threads on one model and on 4 models
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+#: one model of every family, with its smallest valid input (tests/test_shapes.py checks these)
+FAMILIES = {
+    "seresnet50": (1, 1),
+    "legacy_seresnet50": (3, 3),
+    "seresnext50_32x4d": (1, 1),
+    "se_mobilenetv1_100": (1, 1),
+    "mobilenetv3_small_100": (1, 1),
+    "unet_se_resnet50_scse": (32, 32),
+}
+#: the issue's list of tiny and odd inputs
+ODD_SIZES = ((1, 1), (2, 2), (2, 224), (5, 3), (31, 2))
+
+
+def _declared(name):
+    from se_multi.init import recipe_state
+    from se_multi.models import build_model
+
+    declaration = build_model(name)
+    return declaration, recipe_state((k, s.shape, s.kind) for k, s in declaration.param_specs().items())
+
+
+def _reference(declaration, state, name, x):
+    from se_multi.dispatch import get_backend, to_numpy
+    from se_multi.models import Model
+
+    ops = get_backend("numpy", dtype="float64")
+    return to_numpy(Model(name, declaration.bind(state, ops), ops)(x.astype(np.float64)))
+
+
+def _outcome(call, want_fn):
+    """{"error": type and message} or {"rel_err": ..., "finite": ...} against the float64 reference."""
+    from se_multi.metrics import max_rel_error
+
+    try:
+        got = np.asarray(call(), np.float64)
+    except Exception as exc:  # the test decides which exceptions are acceptable
+        return {"error": type(exc).__name__, "message": str(exc)}
+    return {"finite": bool(np.isfinite(got).all()), "rel_err": max_rel_error(got, want_fn()), "shape": list(got.shape)}
+
+
+def tiny(backend: str) -> dict:
+    from se_multi.dispatch import get_backend, to_numpy
+    from se_multi.models import Model
+
+    ops = get_backend(backend)
+    out = {}
+    for name, smallest in FAMILIES.items():
+        declaration, state = _declared(name)
+        model = Model(name, declaration.bind(state, ops), ops)
+        for size in (*ODD_SIZES, smallest):
+            x = np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)
+            out[f"{name} {size[0]}x{size[1]}"] = _outcome(lambda: to_numpy(model(x)),
+                                                           lambda: _reference(declaration, state, name, x))
+    return out
+
+
+def export() -> dict:
+    from se_multi.dispatch import get_backend
+    from se_multi.onnx_export import export_onnx
+
+    ort, numpy_ops = get_backend("onnxruntime"), get_backend("numpy")
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, smallest in FAMILIES.items():
+            declaration, state = _declared(name)
+            for size in (*ODD_SIZES, smallest):
+                path = Path(tmp) / f"{name}_{size[0]}x{size[1]}.onnx"
+                x = np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)
+
+                def run(path=path, size=size, x=x):
+                    from se_multi.models import Model
+
+                    model = Model(name, declaration.bind(state, numpy_ops), numpy_ops)
+                    export_onnx(model, path, input_size=size)
+                    return ort.load(path)(x)
+
+                result = _outcome(run, lambda x=x: _reference(declaration, state, name, x))
+                result["file_written"] = path.exists()
+                out[f"{name} {size[0]}x{size[1]}"] = result
+    return out
+
+
+def _rss_mib() -> float:
+    """Resident memory after a full collection and after glibc returns its free heap to the OS, so
+    that what is measured is memory still held, not allocator fragmentation."""
+    import ctypes
+    import ctypes.util
+
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):
+        ctypes.CDLL(libc).malloc_trim(0)
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def memory(backend: str) -> dict:
+    """RSS growth (MiB) over 30 new input sizes of one model, and over 10 create/call/drop cycles
+    of models sharing one backend object; each measured after a warm-up of the same kind."""
+    from se_multi.dispatch import get_backend
+    from se_multi.models import create_model
+
+    ops = get_backend(backend)
+    x_of = lambda s: np.random.default_rng(s).standard_normal((1, 3, s, s)).astype(np.float32)  # noqa: E731
+    model = create_model("mobilenetv3_small_100", backend=ops)
+    for s in (40, 44, 48, 52, 56):  # warm-up: allocator pools, first compilations, lazy imports
+        model(x_of(s))
+    gc.collect()
+    before = _rss_mib()
+    for s in range(96, 96 + 30 * 3, 3):
+        model(x_of(s))
+    gc.collect()
+    sizes = _rss_mib() - before
+
+    def cycle():
+        m = create_model("mobilenetv3_small_100", backend=ops)
+        m(x_of(64))
+        m(x_of(72))
+        del m
+        gc.collect()
+
+    del model
+    for _ in range(3):
+        cycle()
+    before = _rss_mib()
+    for _ in range(10):
+        cycle()
+    return {"sizes_growth_mib": sizes, "cycles_growth_mib": _rss_mib() - before}
+
+
+def threads(backend: str) -> dict:
+    """4 threads x 5 calls on one model, then 4 threads on 4 models (one shared backend): every
+    output equal to the single-thread output of the same model and input."""
+    from se_multi.dispatch import get_backend, to_numpy
+    from se_multi.models import create_model
+
+    ops = get_backend(backend)
+    inputs = [np.random.default_rng(i).standard_normal((1, 3, 48 + 8 * i, 40)).astype(np.float32) for i in range(4)]
+    one = create_model("mobilenetv3_small_100", backend=ops)
+    many = [create_model(name, backend=ops, seed=i) for i, name in
+            enumerate(("mobilenetv3_small_100", "se_mobilenetv1_100", "mobilenetv3_small_100", "seresnet50"))]
+    want_one = [to_numpy(one(x)) for x in inputs]
+    want_many = [to_numpy(m(x)) for m, x in zip(many, inputs)]
+    mismatches, errors = [], []
+
+    def work(i, model, x, want):
+        try:
+            for _ in range(5):
+                if not np.array_equal(to_numpy(model(x)), want):
+                    mismatches.append(i)
+        except Exception as exc:  # reported, then the test fails
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    for jobs in ([(i, one, inputs[i], want_one[i]) for i in range(4)],
+                 [(i, many[i], inputs[i], want_many[i]) for i in range(4)]):
+        ts = [threading.Thread(target=work, args=job) for job in jobs]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    return {"mismatches": mismatches, "errors": errors}
+
+
+if __name__ == "__main__":
+    what, args = sys.argv[1], sys.argv[2:]
+    result = {"tiny": tiny, "export": export, "memory": memory, "threads": threads}[what](*args)
+    print(json.dumps(result))
