@@ -1,6 +1,7 @@
 """PyTorch backend: NCHW tensors on CPU, CUDA or MPS, float32/float64/float16/bfloat16.
 
-A model's forward runs under one inference-mode guard, entered in :meth:`TorchBackend.run_model`
+float32 on CUDA is IEEE float32: the backend turns PyTorch's default TF32 convolutions off
+(process-wide; ``tf32=True`` allows them). A model's forward runs under one inference-mode guard, entered in :meth:`TorchBackend.run_model`
 (no autograd bookkeeping, no version counters); ops called on their own (the conformance
 suite) need none: no tensor here requires grad. torch is imported when the backend is
 instantiated, never when this module is. torch's ops are thread-safe, so a model may be
@@ -31,6 +32,12 @@ _INPLACE_ACTS = {
     "hard_sigmoid": lambda F, y: F.hardsigmoid(y, inplace=True),
     "hard_swish": lambda F, y: F.hardswish(y, inplace=True),
 }
+#: PyTorch's CUDA hardsigmoid/hardswish kernels multiply by a float32 1/6 whatever the dtype:
+#: in float64 that errs by 3e-8 (measured on an H100, torch 2.11), so float64 spells them out
+_EXACT_ACTS = {
+    "hard_sigmoid": lambda F, y: F.hardtanh_(y.add_(3.0), 0.0, 6.0).div_(6.0),
+    "hard_swish": lambda F, y: y.mul_(F.hardtanh(y + 3.0, 0.0, 6.0).div_(6.0)),
+}
 
 #: Feature maps and conv weights are kept channels_last (NHWC strides) on every device.
 #: Measured on CPU (torch 2.13.0, 2 threads, float32, median of interleaved runs), time
@@ -41,6 +48,19 @@ _INPLACE_ACTS = {
 CHANNELS_LAST_ON_CPU = True
 
 
+def _set_cuda_fp32_precision(torch, precision: str) -> None:
+    """float32 on CUDA means IEEE float32 unless TF32 is asked for. PyTorch runs cuDNN convolutions
+    in TF32 by default on Ampere and newer (measured on an H100: max rel err 2.7e-4 against
+    float64, where IEEE float32 gives 3e-7). The setting is process-wide, as PyTorch's is."""
+    conv = getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None)
+    if conv is not None:  # torch >= 2.9: the per-backend precision API
+        torch.backends.cudnn.conv.fp32_precision = precision
+        torch.backends.cuda.matmul.fp32_precision = precision
+    else:
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+
+
 class TorchBackend(Backend):
     name = "torch"
     package = "torch"
@@ -48,7 +68,7 @@ class TorchBackend(Backend):
     dtypes = ("float32", "float64", "float16", "bfloat16")
 
     def __init__(self, dtype: str = "float32", device: str | None = None,
-                 channels_last: bool | None = None):
+                 channels_last: bool | None = None, tf32: bool = False):
         super().__init__(dtype, device or "cpu")
         self.torch = torch = importlib.import_module("torch")
         self.F = importlib.import_module("torch.nn.functional")
@@ -62,10 +82,18 @@ class TorchBackend(Backend):
         if channels_last is None:
             channels_last = self._dev.type != "cpu" or CHANNELS_LAST_ON_CPU
         self.channels_last = bool(channels_last)
+        if not isinstance(tf32, bool):
+            raise TypeError(f"torch backend: tf32 must be True or False; got {tf32!r}")
+        #: whether float32 convolutions and matmuls on CUDA may run in TF32 (10-bit mantissa)
+        self.tf32 = tf32
+        if self._dev.type == "cuda" and self.dtype == "float32":
+            _set_cuda_fp32_precision(torch, "tf32" if tf32 else "ieee")
+        self._acts = {**_INPLACE_ACTS, **(_EXACT_ACTS if self.dtype == "float64" else {})}
 
     def __repr__(self) -> str:
         layout = "channels_last" if self.channels_last else "NCHW"
-        return f"<TorchBackend 'torch' dtype={self.dtype}, device={str(self._dev)!r}, {layout}>"
+        tf32 = ", tf32" if self.tf32 and self._dev.type == "cuda" else ""
+        return f"<TorchBackend 'torch' dtype={self.dtype}, device={str(self._dev)!r}, {layout}{tf32}>"
 
     # ------------------------------------------------------------------ device
     def _resolve_device(self, device: str):
@@ -171,10 +199,10 @@ class TorchBackend(Backend):
         return self.torch.sigmoid(x)
 
     def hard_sigmoid(self, x):
-        return self.F.hardsigmoid(x)
+        return self._act_("hard_sigmoid", x.clone()) if self.dtype == "float64" else self.F.hardsigmoid(x)
 
     def hard_swish(self, x):
-        return self.F.hardswish(x)
+        return self._act_("hard_swish", x.clone()) if self.dtype == "float64" else self.F.hardswish(x)
 
     def max_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False):
         return self.F.max_pool2d(x, tuple(kernel), tuple(stride), tuple(padding), ceil_mode=bool(ceil_mode))
@@ -209,9 +237,9 @@ class TorchBackend(Backend):
         """Activation in place on ``y``, which the calling op has just created."""
         if name is None:
             return y
-        if name not in _INPLACE_ACTS:
+        if name not in self._acts:
             return self.act(name, y)  # raises the standard unknown-activation error
-        return _INPLACE_ACTS[name](self.F, y)
+        return self._acts[name](self.F, y)
 
     def conv2d_act(self, x, w, b, act, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
         return self._act_(act, self._conv(x, w, b, stride, padding, dilation, groups))

@@ -100,6 +100,19 @@ def test_backend_conforms(name, dtype):
     assert len(result.checks) == len(conformance.build_checks())
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_torch_cuda_conforms(dtype):
+    """On a CUDA device: float32 must be IEEE float32 (PyTorch's default TF32 convolutions err by
+    ~3e-4), and float64 activations exact (PyTorch's CUDA hard-sigmoid multiplies by a float 1/6)."""
+    require_backend("torch")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    result = conformance.run_suite("torch", dtype=dtype, device="cuda")
+    assert result.passed, f"torch cuda {dtype} failed: {result.failed_ops}\n{_failures(result)}"
+
+
 # ----------------------------------------------------------------------------- planted bugs are caught
 @pytest.mark.parametrize("cls_name", [  # test_every_broken_backend_is_tested keeps this list complete
     "SigmoidGateAsHardSigmoid", "GlobalPoolDividesByHWPlusOne", "SqueezeKernelHWTransposed",

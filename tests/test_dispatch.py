@@ -204,6 +204,12 @@ def test_torch_unavailable_mps_is_a_clear_error(torch):
         se_multi.get_backend("torch", device="mps")
 
 
+def test_torch_tf32_option_is_a_bool(torch):
+    with pytest.raises(TypeError, match="tf32 must be True or False"):
+        se_multi.get_backend("torch", tf32="no")
+    assert se_multi.get_backend("torch").tf32 is False
+
+
 def test_torch_unknown_device_names_the_choices(torch):
     with pytest.raises(ValueError, match="expected device 'cpu', 'cuda', 'cuda:N' or 'mps'; got 'tpu'"):
         se_multi.get_backend("torch", device="tpu")
