@@ -1,7 +1,9 @@
 """Reading checkpoints and mapping peer key layouts onto the native one.
 
-Formats: ``.safetensors`` (no torch needed), ``.npz``, ``.pth``/``.pt`` (needs
-torch; ``torch.load(weights_only=True)``, never unpickling arbitrary objects).
+Formats: ``.safetensors`` (no torch needed), ``.npz``, ``.pth``/``.pt``/``.bin`` (needs
+torch; ``torch.load(weights_only=True)``, never unpickling arbitrary objects); or a hub id
+(:mod:`se_multi.hub`). What a checkpoint holds is checked when it is bound
+(:func:`se_multi.nn.check_state`): keys, shapes, dtypes, finiteness, BatchNorm variances.
 
 Layouts: each model family registers converters with :func:`register_layout`.
 A converter looks at the keys of a state dict and either declines (returns
@@ -81,27 +83,19 @@ def convert_layout(model_name: str, state: dict) -> tuple[dict, dict, str]:
     return state, {}, "native"
 
 
-def _download(hub_id: str) -> str:
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        raise CheckpointError(
-            f"{hub_id!r} looks like a hub id; downloading needs the hub extra: pip install 'se-multi[hub]'"
-        ) from None
-    try:
-        return hf_hub_download(hub_id, "model.safetensors")
-    except Exception as exc:
-        raise CheckpointError(f"cannot download {hub_id!r} from the Hugging Face hub: {exc}") from None
+def resolve_weights(weights) -> str:
+    """A local path (it always wins), or a hub id resolved through :mod:`se_multi.hub`."""
+    from se_multi import hub
 
-
-def resolve_weights(weights: str) -> str:
-    """A local path, or a hub id (``org/name``) fetched into the hub cache."""
-    weights = os.fspath(weights)
-    if os.path.exists(weights):
-        return weights
-    if weights.count("/") == 1 and not os.path.splitext(weights)[1]:
-        return _download(weights)
-    raise CheckpointError(f"checkpoint not found: {weights}")
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"weights must be a checkpoint path or a hub id (str); got {type(weights).__name__}")
+    path = os.fspath(weights)
+    if os.path.exists(path):
+        return path
+    repo_id = hub.parse_hub_id(path)
+    if repo_id is None:
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return hub.resolve(repo_id)
 
 
 def load_for_model(model_name: str, weights: str) -> tuple[dict, dict]:

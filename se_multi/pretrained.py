@@ -169,7 +169,7 @@ def get_config(tag_or_model: "str | PretrainedCfg") -> PretrainedCfg:
         return tag_or_model
     if not isinstance(tag_or_model, str):
         raise TypeError(f"expected a pretrained tag or model name (str); got {type(tag_or_model).__name__}")
-    name = tag_or_model.removeprefix("timm/")  # accept a hub id as well
+    name = tag_or_model.removeprefix("hf-hub:").removeprefix("timm/")  # accept a hub id as well
     if name in PRETRAINED_CFGS:
         return PRETRAINED_CFGS[name]
     if "." not in name and name in DEFAULT_TAGS:
@@ -182,7 +182,7 @@ def tag_from_weights(weights: str | None) -> str | None:
     """The tag a hub id or downloaded file names (``timm/seresnet50.a2_in1k``), if known."""
     if not weights:
         return None
-    m = re.fullmatch(r"(?:timm/)?([\w\-]+\.[\w\-]+)", str(weights))
+    m = re.fullmatch(r"(?:hf-hub:)?(?:timm/)?([\w\-]+\.[\w\-]+)", str(weights))
     return m.group(1) if m and m.group(1) in PRETRAINED_CFGS else None
 
 
