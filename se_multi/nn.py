@@ -146,8 +146,17 @@ class StateDictError(ValueError):
     """A checkpoint whose keys or shapes do not match the model."""
 
 
+def _listing(label: str, items: list[str]) -> str:
+    more = f", ... ({len(items) - 5} more)" if len(items) > 5 else ""
+    return f"{len(items)} {label}: {', '.join(items[:5])}{more}"
+
+
 def check_state(specs: dict[str, ParamSpec], state: dict[str, np.ndarray], what: str = "checkpoint") -> None:
-    """Raise one :class:`StateDictError` listing missing, unexpected and mis-shaped keys."""
+    """Raise one :class:`StateDictError` listing what makes ``state`` unusable for ``specs``:
+    missing, unexpected and mis-shaped keys; then, for the tensors the model uses, any that is
+    not floating point (an integer, bool or complex weight would be cast silently), holds NaN or
+    Inf, or is a BatchNorm running variance with a negative entry (each gives NaN outputs).
+    Integer bookkeeping buffers the model ignores (``num_batches_tracked``) are fine."""
     ignorable = lambda k: k.endswith("num_batches_tracked")  # noqa: E731  (a training counter)
     missing = [k for k in specs if k not in state]
     unexpected = [k for k in state if k not in specs and not ignorable(k)]
@@ -156,12 +165,24 @@ def check_state(specs: dict[str, ParamSpec], state: dict[str, np.ndarray], what:
         for k in specs
         if k in state and tuple(np.shape(state[k])) != specs[k].shape
     ]
-    if missing or unexpected or misshaped:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+    parts = [_listing(f"{label} key(s)", items) for label, items in
+             (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if items]
+    if not parts:
+        not_float, not_finite, negative_var = [], [], []
+        for key, spec in specs.items():
+            value = np.asarray(state[key])
+            if value.dtype.kind != "f":
+                not_float.append(f"{key} ({value.dtype})")
+            elif not np.isfinite(value).all():
+                not_finite.append(key)
+            elif spec.kind == "bn_running_var" and value.size and value.min() < 0:
+                negative_var.append(f"{key} (min {float(value.min()):.3g})")
+        for label, items in (("tensor(s) that are not floating point", not_float),
+                             ("tensor(s) with NaN or Inf", not_finite),
+                             ("BatchNorm running variance(s) below 0", negative_var)):
             if items:
-                more = f", ... ({len(items) - 5} more)" if len(items) > 5 else ""
-                parts.append(f"{len(items)} {label} key(s): {', '.join(items[:5])}{more}")
+                parts.append(_listing(label, items))
+    if parts:
         raise StateDictError(f"{what} does not match the model: " + "; ".join(parts))
 
 
