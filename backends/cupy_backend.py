@@ -102,9 +102,11 @@ class CupyBackend(Backend):
         self._functions: dict[str, object] = {}
 
     @staticmethod
-    def _device_index(device: str | None) -> int:
+    def _device_index(device: str | int | None) -> int:
         if device in (None, "cuda", "gpu"):
             return 0
+        if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
+            return device
         match = re.fullmatch(r"(?:cuda|gpu):(\d+)", str(device))
         if not match:
             raise ValueError(f"cupy backend device must be 'cuda' or 'cuda:<index>'; got device={device!r}")
@@ -145,6 +147,11 @@ class CupyBackend(Backend):
     @staticmethod
     def to_numpy(x):
         return sys.modules["cupy"].asnumpy(x)  # a cupy array exists, so cupy is imported
+
+    @staticmethod
+    def max_abs(x) -> float:
+        cp = sys.modules["cupy"]
+        return float(cp.abs(x).max()) if x.size else 0.0  # reduced on the device; max propagates NaN
 
     def synchronize(self, x):
         self._cp.cuda.get_current_stream().synchronize()

@@ -78,6 +78,8 @@ class OnnxRuntimeBackend(GraphBackend):
         self._ort = onnxruntime
         self._np_dtype = np.dtype(self.dtype)
         self.opset = check_opset(DEFAULT_OPSET if opset is None else opset)
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise TypeError(f"onnxruntime backend: threads must be a positive int or None; got {threads!r}")
         self.threads = threads or _cores()
         self.providers = self._providers(device)
         self._op_sessions = BoundedCache(OP_GRAPHS_PER_BACKEND)

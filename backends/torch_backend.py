@@ -69,7 +69,7 @@ class TorchBackend(Backend):
 
     def __init__(self, dtype: str = "float32", device: str | None = None,
                  channels_last: bool | None = None, tf32: bool = False):
-        super().__init__(dtype, device or "cpu")
+        super().__init__(dtype, "cpu" if device is None else device)  # device=0 means cuda:0, never the CPU
         self.torch = torch = importlib.import_module("torch")
         self.F = importlib.import_module("torch.nn.functional")
         self._dev = self._resolve_device(self.device)
@@ -79,6 +79,8 @@ class TorchBackend(Backend):
             raise ValueError("torch device 'mps' has no float64; use dtype float32, float16 or bfloat16")
         guard = getattr(torch._C, "_InferenceMode", None)  # the C++ guard behind torch.inference_mode
         self._inference_mode = functools.partial(guard, True) if guard else torch.inference_mode
+        if channels_last is not None and not isinstance(channels_last, bool):
+            raise TypeError(f"torch backend: channels_last must be True, False or None; got {channels_last!r}")
         if channels_last is None:
             channels_last = self._dev.type != "cpu" or CHANNELS_LAST_ON_CPU
         self.channels_last = bool(channels_last)
@@ -96,8 +98,10 @@ class TorchBackend(Backend):
         return f"<TorchBackend 'torch' dtype={self.dtype}, device={str(self._dev)!r}, {layout}{tf32}>"
 
     # ------------------------------------------------------------------ device
-    def _resolve_device(self, device: str):
+    def _resolve_device(self, device):
         torch = self.torch
+        if isinstance(device, int) and not isinstance(device, bool):
+            device = f"cuda:{device}"  # PyTorch's meaning of a bare index
         try:
             dev = torch.device(device)
         except (RuntimeError, TypeError):
@@ -140,6 +144,10 @@ class TorchBackend(Backend):
         if x.dtype == torch.bfloat16:
             x = x.float()  # NumPy has no bfloat16; float32 holds every bfloat16 value exactly
         return x.cpu().numpy()
+
+    @staticmethod
+    def max_abs(x) -> float:
+        return float(x.detach().abs().max()) if x.numel() else 0.0  # reduced where x lives; max propagates NaN
 
     def run_model(self, module, x):
         """The whole forward under one inference-mode guard (not one per op)."""

@@ -87,10 +87,14 @@ class Backend(abc.ABC):
     traces_modules: ClassVar[bool] = False
 
     def __init__(self, dtype: str = "float32", device: str | None = None):
-        dtype = str(np.dtype(dtype)) if dtype not in ("bfloat16",) else dtype
+        given = dtype
+        try:
+            dtype = dtype if dtype == "bfloat16" else str(np.dtype(dtype))
+        except TypeError:
+            dtype = None  # not a dtype at all: reported below with the supported ones
         if dtype not in self.dtypes:
             raise ValueError(
-                f"backend {self.name!r} supports dtype {', '.join(self.dtypes)}; got {dtype!r}"
+                f"backend {self.name!r} supports dtype {', '.join(self.dtypes)}; got {given!r}"
             )
         self.dtype = dtype
         self.device = device
@@ -128,6 +132,14 @@ class Backend(abc.ABC):
     def to_numpy(x: Array) -> np.ndarray:
         """Native array -> NumPy array (same layout, same values). A static method: it
         depends on the array alone, so :func:`se_multi.to_numpy` can call it on the class."""
+
+    @classmethod
+    def max_abs(cls, x: Array) -> float:
+        """``max |x|`` as a Python float: NaN if ``x`` holds a NaN, inf if it holds an Inf (so one
+        reduction serves the input checks' finiteness and range). Override to reduce where the
+        array lives (on its device, without copying it to the host)."""
+        x = np.asarray(cls.to_numpy(x))
+        return float(np.max(np.abs(x))) if x.size else 0.0
 
     @classmethod
     def owns(cls, x: Any) -> bool:

@@ -120,6 +120,9 @@ def get_backend(name: str | Backend | None = "auto", dtype: str = "float32", dev
         if options:
             raise TypeError(f"backend options {sorted(options)} apply to a backend name, not an instance")
         return name
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"backend must be a backend name (str), 'auto', or a se_multi Backend instance; "
+                        f"got {type(name).__name__}")
     name = resolve_backend_name(name)
     cls = backend_class(name)
     ok, reason = cls.availability()
@@ -133,19 +136,37 @@ def _owner_candidates():
     yield from _entry_points().values()  # read only when no built-in owns the array
 
 
-def to_numpy(x: Any) -> np.ndarray:
-    """Any backend's array -> NumPy, converted by the backend that owns it (:meth:`Backend.owns`,
-    :meth:`Backend.to_numpy`); anything else through ``__array__`` or DLPack."""
-    if isinstance(x, np.ndarray):
-        return x
+def owner(x: Any) -> type[Backend] | None:
+    """The backend class whose library ``x`` is an array of (:meth:`Backend.owns`), or ``None``;
+    built-ins first, entry points after."""
     for target in _owner_candidates():
         try:
             cls = _load_class(target, target)
         except (ValueError, ImportError):  # a broken plugin cannot own anything
             continue
         if cls.owns(x):
-            return cls.to_numpy(x)
+            return cls
+    return None
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Any backend's array -> NumPy, converted by the backend that owns it (:meth:`Backend.to_numpy`);
+    anything else through ``__array__`` or DLPack."""
+    if isinstance(x, np.ndarray):
+        return x
+    cls = owner(x)
+    if cls is not None:
+        return cls.to_numpy(x)
     try:
         return np.asarray(x)
     except Exception:
         return np.from_dlpack(x)
+
+
+def max_abs(x: Any) -> float:
+    """``max |x|`` of any backend's array, computed where the array lives (:meth:`Backend.max_abs`):
+    NaN if it holds a NaN, inf if it holds an Inf."""
+    if isinstance(x, np.ndarray):
+        return float(np.max(np.abs(x))) if x.size else 0.0
+    cls = owner(x)
+    return cls.max_abs(x) if cls is not None else max_abs(to_numpy(x))

@@ -88,31 +88,59 @@ class Model:
         smallest size that works) if an NCHW shape does not fit; before any backend runs."""
         self.input_sizes.check(self.name, shape)
 
-    def check_input(self, x: Any) -> None:
-        """Reject what would otherwise give a silent wrong answer or a backend traceback."""
-        shape = tuple(getattr(x, "shape", ()))
+    def check_input(self, x: Any) -> Any:
+        """Reject what would otherwise give a silent wrong answer or a backend traceback; return
+        the input ready for the backend (a NumPy array in native byte order)."""
+        from se_multi.dispatch import max_abs
+
+        if not (hasattr(x, "shape") and hasattr(x, "dtype")) or isinstance(x, (np.generic, memoryview)):
+            raise TypeError(f"{self.name}: expected an array (NumPy, or the backend's own) of shape "
+                            f"(N, {self.in_chans}, H, W); got {type(x).__name__} (np.asarray(x, np.float32) makes one)")
+        shape = tuple(int(d) for d in x.shape)
         if len(shape) != 4:
             raise ValueError(f"{self.name}: expected a 4-D NCHW array (N, {self.in_chans}, H, W); got shape {shape}")
         if shape[1] != self.in_chans:
             hint = " (it looks NHWC: transpose with x.transpose(0, 3, 1, 2))" if shape[-1] == self.in_chans else ""
             raise ValueError(f"{self.name}: expected NCHW with {self.in_chans} channels; got shape {shape}{hint}")
-        dtype = str(getattr(x, "dtype", ""))
-        if not any(t in dtype for t in ("float", "half")):
-            raise TypeError(f"{self.name}: expected a floating-point array; got dtype {dtype}")
-        if isinstance(x, np.ndarray) and not np.isfinite(x).all():
-            # checked for NumPy inputs only: checking a device array would force a sync per call
+        if shape[0] < 1:
+            raise ValueError(f"{self.name}: expected at least one image; got shape {shape}")
+        if not _is_floating(x.dtype):
+            raise TypeError(f"{self.name}: expected a floating-point array; got dtype {x.dtype}")
+        if isinstance(x, np.ndarray) and not x.dtype.isnative:
+            x = x.astype(x.dtype.newbyteorder("="))  # a big-endian array is data, not an error
+        # one reduction gives both checks: max |x| is NaN if x holds a NaN and inf if it holds an Inf
+        # (measured cost: see the README's "Input sizes, caches and threads")
+        largest = max_abs(x)
+        if not np.isfinite(largest):
             raise ValueError(f"{self.name}: input contains NaN or Inf")
+        limit = _largest_finite(self.ops.dtype)
+        if largest > limit:
+            raise ValueError(f"{self.name}: input values up to {largest:.4g} overflow the compute dtype "
+                             f"{self.ops.dtype} (largest finite {limit:.4g}); scale the input first")
         self.check_input_size(shape)
+        return x
 
     def __call__(self, x: Any) -> Any:
-        self.check_input(x)
-        return self.ops.run_model(self.module, x)
+        return self.ops.run_model(self.module, self.check_input(x))
 
     def predict_numpy(self, x: Any) -> np.ndarray:
         return to_numpy(self(x))
 
     def __repr__(self) -> str:
         return f"<Model {self.name!r} on {self.ops!r}, {self.module.num_params() / 1e6:.2f}M params>"
+
+
+def _is_floating(dtype) -> bool:
+    """Any floating dtype of any library and byte order: NumPy's (also CuPy's) by kind, others
+    (``torch.bfloat16``, ``mlx.core.float16``) by name."""
+    if isinstance(dtype, np.dtype):
+        return dtype.kind == "f"
+    return any(t in str(dtype) for t in ("float", "half"))
+
+
+def _largest_finite(dtype: str) -> float:
+    """The largest finite value of a compute dtype (bfloat16 has float32's exponent range)."""
+    return float(np.finfo(np.float32 if dtype == "bfloat16" else np.dtype(dtype)).max)
 
 
 def create_model(name: str, weights: str | None = None, backend: Any = "auto", dtype: str = "float32",
@@ -126,6 +154,10 @@ def create_model(name: str, weights: str | None = None, backend: Any = "auto", d
     from se_multi import checkpoint
     from se_multi.init import recipe_state
 
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a str; got {type(name).__name__}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise TypeError(f"seed must be a non-negative int; got {seed!r}")
     if weights is None:
         module = build_model(name, num_classes=num_classes, **kwargs)
         specs = module.param_specs()
