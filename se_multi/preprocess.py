@@ -13,6 +13,11 @@ same Pillow calls here gives the same pixels; the float steps are done in float3
 in the same order, so the result equals timm's to float rounding (the fixtures in
 ``tests/data/preprocess`` agree to ~1e-7).
 
+Size: an image is resized before it is cropped, so an extreme aspect ratio (a 1x60000 strip)
+would ask for a huge intermediate image. The resize target is computed first and refused when
+it exceeds :data:`MAX_RESIZED_PIXELS`; Pillow's own decompression-bomb guard
+(``Image.MAX_IMAGE_PIXELS``) stays on for the decoded image itself.
+
 Colour: every image is converted with ``Image.convert("RGB")``, as timm's loaders do:
 grayscale is replicated to three channels, palette images take their palette colours,
 and an alpha channel is dropped (not composited onto a background). EXIF orientation
@@ -34,6 +39,9 @@ ImageLike = Union[str, os.PathLike, Image.Image]
 
 _FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
             "nearest": Image.Resampling.NEAREST}
+
+#: the largest image (pixels) the resize before the crop may produce: 64 Mpx, ~192 MiB as RGB
+MAX_RESIZED_PIXELS = 1 << 26
 
 
 class ImageError(OSError):
@@ -67,14 +75,26 @@ def _as_rgb(image: ImageLike) -> Image.Image:
     raise TypeError(f"expected an image path or a PIL image; got {type(image).__name__}{hint}")
 
 
-def resize_shorter_side(img: Image.Image, size: int, interpolation: str) -> Image.Image:
-    """torchvision ``Resize(size)`` on a PIL image: shorter side to ``size``, longer side
-    ``int(size * long / short)``, Pillow's (antialiased) filter."""
-    w, h = img.size
-    short, long = (w, h) if w <= h else (h, w)
+def shorter_side_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """torchvision ``Resize(size)``'s target: shorter side to ``size``, longer side
+    ``int(size * long / short)``."""
+    short, long = (width, height) if width <= height else (height, width)
     new_long = int(size * long / short)
-    new_w, new_h = (size, new_long) if w <= h else (new_long, size)
-    return img.resize((new_w, new_h), _FILTERS[interpolation])
+    return (size, new_long) if width <= height else (new_long, size)
+
+
+def resize_shorter_side(img: Image.Image, size: int, interpolation: str) -> Image.Image:
+    """torchvision ``Resize(size)`` on a PIL image, Pillow's (antialiased) filter."""
+    return img.resize(shorter_side_size(*img.size, size), _FILTERS[interpolation])
+
+
+def _check_resize(source: str, image_size: tuple[int, int], target: tuple[int, int], crop) -> None:
+    pixels = target[0] * target[1]
+    if pixels > MAX_RESIZED_PIXELS:
+        raise ImageError(f"{source}: a {image_size[0]}x{image_size[1]} image would be resized to "
+                         f"{target[0]}x{target[1]} ({pixels / 1e6:.0f} Mpx) before its {crop[1]}x{crop[0]} crop; "
+                         f"the limit is {MAX_RESIZED_PIXELS / 1e6:.0f} Mpx (se_multi.preprocess.MAX_RESIZED_PIXELS): "
+                         "crop the image to a less extreme aspect ratio first")
 
 
 def _crop_offset(size: int, crop: int) -> int:
@@ -98,15 +118,17 @@ def _check_cfg(cfg: PretrainedCfg) -> None:
         raise ValueError(f"{cfg.tag}: crop_pct must be > 0; got {cfg.crop_pct}")
 
 
-def transform(img: Image.Image, cfg: PretrainedCfg) -> np.ndarray:
-    """One RGB PIL image -> a (3, H, W) float32 array (timm's eval transform)."""
+def transform(img: Image.Image, cfg: PretrainedCfg, source: str = "image") -> np.ndarray:
+    """One RGB PIL image -> a (3, H, W) float32 array (timm's eval transform). The resize
+    target is checked against :data:`MAX_RESIZED_PIXELS` before anything is allocated."""
     _check_cfg(cfg)
     _, height, width = cfg.input_size
     if height == width:
-        img = resize_shorter_side(img, cfg.resize_size, cfg.interpolation)
+        target = shorter_side_size(*img.size, cfg.resize_size)
     else:  # timm resizes a non-square input size to (floor(H / crop_pct), floor(W / crop_pct))
-        scale = (int(np.floor(width / cfg.crop_pct)), int(np.floor(height / cfg.crop_pct)))
-        img = img.resize(scale, _FILTERS[cfg.interpolation])
+        target = (int(np.floor(width / cfg.crop_pct)), int(np.floor(height / cfg.crop_pct)))
+    _check_resize(source, img.size, target, (height, width))
+    img = img.resize(target, _FILTERS[cfg.interpolation])
     img = center_crop(img, height, width)
     x = np.asarray(img, dtype=np.uint8).astype(np.float32) / np.float32(255)
     mean, std = np.asarray(cfg.mean, np.float32), np.asarray(cfg.std, np.float32)
@@ -124,7 +146,11 @@ def preprocess(image: ImageLike | Sequence[ImageLike], cfg: str | PretrainedCfg 
     images = list(image) if isinstance(image, (list, tuple)) else [image]
     if not images:
         raise ValueError("preprocess: expected at least one image; got an empty list")
-    return np.stack([transform(_as_rgb(im), config) for im in images])
+    return np.stack([transform(_as_rgb(im), config, _source(im)) for im in images])
+
+
+def _source(image: ImageLike) -> str:
+    return os.fspath(image) if isinstance(image, (str, os.PathLike)) else "image"
 
 
 class _CallableModule(type(sys.modules[__name__])):
