@@ -255,5 +255,8 @@ def plot(rows: list[BenchRow], path: str) -> None:
     ax.set_title(f"se_multi backends, {dtype}, {_cpu_name()}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    from se_multi.files import atomic_output
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from se_multi import checkpoint
+from se_multi.files import atomic_output
 from se_multi.nn import check_state
 
 __all__ = ["convert_checkpoint", "detect_model"]
@@ -80,7 +81,8 @@ def convert_checkpoint(src: str, dst: str, model: str | None = None) -> dict:
     # the builder options a layout implies travel in the file's metadata (safetensors keeps strings)
     metadata = {"se_multi.model": model, "se_multi.source_layout": layout,
                 "se_multi.options": json.dumps({k: v for k, v in options.items() if v is not None})}
-    save_file({k: np.ascontiguousarray(v) for k, v in native.items()}, os.fspath(dst), metadata=metadata)
+    with atomic_output(dst) as tmp:  # a failed write leaves no half file, and an old one as it was
+        save_file({k: np.ascontiguousarray(v) for k, v in native.items()}, os.fspath(tmp), metadata=metadata)
     params = sum(int(np.prod(np.shape(v))) for k, v in native.items() if "running_" not in k)
     # options the native keys do not imply again on load (e.g. a layout's BN eps) must be restated
     _, implied, _ = checkpoint.convert_layout(model, native)

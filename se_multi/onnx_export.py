@@ -445,7 +445,8 @@ def export_onnx(model_or_name, path, weights=None, input_size=(224, 224), batch=
     proto = build_onnx(model_or_name, weights, input_size, batch, opset, dtype, **model_kwargs)
     if check:
         onnx.checker.check_model(proto, full_check=True)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(proto, str(path))
-    return path
+    from se_multi.files import atomic_output
+
+    with atomic_output(path) as tmp:  # a failed write leaves no half file, and an old one as it was
+        onnx.save_model(proto, str(tmp))
+    return Path(path)

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from se_multi.files import atomic_output
 from se_multi.pretrained import PretrainedCfg, get_config, imagenet_labels, tag_from_weights
 from se_multi.preprocess import ImageError, preprocess
 
@@ -97,7 +98,8 @@ def write_mask(path: str, classes: np.ndarray) -> None:
         img.putpalette(palette.reshape(-1).tolist())
     else:
         img = Image.fromarray(classes.astype(np.uint16))
-    img.save(path)
+    with atomic_output(path) as tmp:
+        img.save(tmp, format="PNG")
 
 
 def mask_paths(template: str, names: Sequence[str]) -> list[str]:
@@ -153,6 +155,9 @@ def predict_arrays(model, inputs: Sequence[tuple[str, np.ndarray]], topk: int = 
     results = []
     for name, x in inputs:
         y = np.asarray(model.predict_numpy(x), np.float64)
+        if not np.isfinite(y).all():  # e.g. a float16 overflow inside the network
+            raise ValueError(f"{name}: the model's output holds NaN or Inf ({model.name} on {model.ops!r}); "
+                             "try float32")
         for i in range(y.shape[0]):
             source = name if y.shape[0] == 1 else f"{name}[{i}]"
             results.append(_interpret(source, y[i]))

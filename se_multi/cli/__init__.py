@@ -1,12 +1,22 @@
 """The ``se-multi`` command. Each subcommand is one module of this package, which provides
 ``add_arguments(parser)`` and ``run(args) -> int``; the library modules hold no command-line
-glue. Command modules import their library lazily where it is heavy."""
+glue. Command modules import their library lazily where it is heavy.
+
+Every failure se_multi anticipates is one line on stderr and an exit code that says which kind
+(:data:`EXIT_CODES`, also in ``se-multi --help``); anything else is a bug, reported in one line
+with the version and a request to report it (``--debug`` or ``SE_MULTI_DEBUG=1`` shows the
+traceback). ``--json`` output is always valid JSON (:func:`json_text`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import math
+import os
 import sys
+import traceback
 
 #: subcommand -> (module, one-line help)
 COMMANDS = {
@@ -19,12 +29,80 @@ COMMANDS = {
     "export": ("se_multi.cli.export", "write a model as an ONNX file"),
 }
 
+EXIT_OK = 0
+EXIT_FAILED = 1  # the command ran, and what it checked failed (validate, bench, predict)
+EXIT_USAGE = 2  # bad command line (argparse's own code)
+EXIT_INPUT = 3  # a file, checkpoint, image, array, model name or option value that cannot be used
+EXIT_UNAVAILABLE = 4  # a backend, package or device this machine does not have
+EXIT_MEMORY = 5  # out of memory
+EXIT_INTERNAL = 70  # a bug in se_multi (EX_SOFTWARE): please report it
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_FAILED: "the command ran and what it checked failed (a validate check, a bench configuration, an image)",
+    EXIT_USAGE: "usage error (unknown command or option)",
+    EXIT_INPUT: "bad input: a file, checkpoint, hub id, image, array, model name or option value",
+    EXIT_UNAVAILABLE: "a backend, package or device is not available here",
+    EXIT_MEMORY: "out of memory",
+    EXIT_INTERNAL: "internal error: a bug in se_multi, please report it",
+    EXIT_INTERRUPTED: "interrupted",
+}
+
+#: libraries whose own exceptions mean "this file/checkpoint/graph is unusable", not a bug of ours
+_INPUT_ERROR_LIBRARIES = ("safetensors", "onnx", "onnxruntime", "PIL")
+
+
+def _version() -> str:
+    from se_multi import __version__
+
+    return __version__
+
+
+def exit_code(exc: BaseException) -> int:
+    """Which :data:`EXIT_CODES` entry an exception is."""
+    from se_multi.backend import BackendUnavailable
+
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__:
+        return EXIT_MEMORY
+    if isinstance(exc, BackendUnavailable):
+        return EXIT_UNAVAILABLE
+    if isinstance(exc, (ValueError, TypeError, OSError)):
+        return EXIT_INPUT
+    if type(exc).__module__.partition(".")[0] in _INPUT_ERROR_LIBRARIES:
+        return EXIT_INPUT
+    return EXIT_INTERNAL
+
+
+def _clean(value):
+    """Non-finite floats as ``null``: JSON has no NaN or Infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def json_text(obj, **kwargs) -> str:
+    """``obj`` as strict JSON (non-finite floats become ``null``; other objects their ``str``)."""
+    return json.dumps(_clean(obj), allow_nan=False, default=str, **kwargs)
+
 
 def build_parser() -> argparse.ArgumentParser:
+    codes = "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
     parser = argparse.ArgumentParser(
         prog="se-multi",
         description="Squeeze-and-Excitation networks on NumPy, PyTorch, MLX, CuPy and ONNX Runtime, "
-                    "checked against a NumPy float64 reference.")
+                    "checked against a NumPy float64 reference.",
+        epilog=f"exit codes:\n{codes}\n\nerrors are one line on stderr; --debug (or SE_MULTI_DEBUG=1) "
+               "adds the traceback",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"se-multi {_version()}")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         try:
@@ -41,14 +119,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("SE_MULTI_DEBUG", "") not in ("", "0")
     try:
         return int(args._run(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except (ValueError, TypeError, RuntimeError, OSError) as exc:
-        # user errors (bad names, files, shapes) as one line, not a traceback
-        print(f"se-multi {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except BaseException as exc:  # every failure ends here, as one line and an exit code
+        if isinstance(exc, SystemExit):
+            raise
+        code = exit_code(exc)
+        if debug:
+            traceback.print_exc()
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        if code == EXIT_INTERRUPTED:
+            print(f"se-multi {args.command}: interrupted", file=sys.stderr)
+        elif code == EXIT_INTERNAL:
+            print(f"se-multi {_version()} {args.command}: internal error: {type(exc).__name__}: {message} -- "
+                  "this is a bug; please report it with the command line (SE_MULTI_DEBUG=1 shows the "
+                  "traceback)", file=sys.stderr)
+        else:
+            prefix = "" if isinstance(exc, (ValueError, TypeError, OSError)) else f"{type(exc).__name__}: "
+            print(f"se-multi {args.command}: error: {prefix}{message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

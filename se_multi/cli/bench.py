@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from se_multi.bench import DEFAULT_MODELS, environment, format_table, plot, run_bench
+from se_multi.cli import json_text
+from se_multi.files import write_text
 
 
 def _csv(text: str) -> list[str]:
@@ -50,8 +51,7 @@ def run(args) -> int:
     for settings in dict.fromkeys(r.settings for r in rows if r.settings):
         print(f"  {settings}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"environment": env, "rows": [r.to_dict() for r in rows]}, f, indent=1)
+        write_text(args.json, json_text({"environment": env, "rows": [r.to_dict() for r in rows]}, indent=1))
     if args.plot:
         plot(rows, args.plot)
         print(f"wrote {args.plot}")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
+from se_multi.cli import json_text
 from se_multi.info import format_info, model_info
 
 
@@ -54,5 +54,5 @@ def run(args) -> int:
 
         raise ValueError(f"give a model name (one of: {', '.join(list_models())}) or --paper")
     info = model_info(args.name, tuple(args.input_size), **_model_kwargs(args))
-    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    print(json_text(info, indent=2) if args.json else format_info(info))
     return 0

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from se_multi.cli import json_text
 from se_multi.predict import Prediction, predict_arrays, prepare, write_mask, mask_paths
 
 
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     header = {"model": args.model, "pretrained_cfg": cfg.tag, "weights": args.weights,
               "backend": model.ops.name, "dtype": str(model.dtype)}
     if args.json:
-        print(json.dumps({**header, "seeded_weights": args.weights is None,
+        print(json_text({**header, "seeded_weights": args.weights is None,
                           "results": [r.to_json() for r in results]}, indent=1))
     else:
         print(format_table(results, header))

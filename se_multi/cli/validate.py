@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
+from se_multi.cli import json_text
 from se_multi.conformance import TOLERANCES, format_table, run_suite
+from se_multi.files import write_text
 
 
 def _stderr_progress(stream=None):
@@ -38,8 +39,7 @@ def run(args) -> int:
     result = run_suite(args.backend, dtype=args.dtype, device=args.device, progress=_stderr_progress())
     print(format_table(result))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(result.to_dict(), fh, indent=2, allow_nan=False, default=str)
+        write_text(args.json, json_text(result.to_dict(), indent=2))
     failed = [c for c in result.checks if not c.passed]
     where = f"backend {result.backend!r}, {result.dtype}" + (f", device {result.device}" if result.device else "")
     if failed:
