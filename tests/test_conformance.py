@@ -176,13 +176,13 @@ def test_validate_passes_with_table_and_json(tmp_path, capsys):
 
 
 def test_validate_unknown_backend_lists_known(capsys):
-    assert cli.main(["validate", "--backend", "nosuch"]) == 2
+    assert cli.main(["validate", "--backend", "nosuch"]) == cli.EXIT_INPUT
     err = capsys.readouterr().err
     assert "unknown backend 'nosuch'" in err and "numpy" in err and "torch" in err
 
 
 def test_validate_dtype_the_backend_lacks(capsys):
-    assert cli.main(["validate", "--backend", "numpy", "--dtype", "float16"]) == 2
+    assert cli.main(["validate", "--backend", "numpy", "--dtype", "float16"]) == cli.EXIT_INPUT
     assert "supports dtype float32, float64; got 'float16'" in capsys.readouterr().err
 
 

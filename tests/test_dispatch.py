@@ -57,7 +57,7 @@ def test_missing_package_hint_comes_from_the_backend():
 
 
 def test_missing_package_in_the_cli_is_one_line(capsys):
-    assert cli.main(["validate", "--backend", MISSING]) == 2
+    assert cli.main(["validate", "--backend", MISSING]) == cli.EXIT_UNAVAILABLE
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "install the 'se_multi_imaginary_framework_xyz' package" in err
 
@@ -218,5 +218,5 @@ def test_torch_unknown_device_names_the_choices(torch):
 def test_validate_on_a_missing_device_exits_2(torch, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
-    assert cli.main(["validate", "--backend", "torch", "--device", "cuda"]) == 2
+    assert cli.main(["validate", "--backend", "torch", "--device", "cuda"]) == cli.EXIT_UNAVAILABLE
     assert "torch device 'cuda' requested" in capsys.readouterr().err

@@ -283,7 +283,7 @@ def test_integration_moves_se_but_keeps_its_params(integration):
 def test_cli_info_json_and_table(capsys):
     from se_multi.cli import main
 
-    assert main(["info", "--input-size", "40", "24", "--json", "x"]) == 2  # unknown model: one-line error
+    assert main(["info", "--input-size", "40", "24", "--json", "x"]) == 3  # unknown model: one-line input error
     assert "unknown model" in capsys.readouterr().err
     assert main(["info", "seresnet50", "--json", "--input-size", "160", "224", "--reduction", "8"]) == 0
     out = json.loads(capsys.readouterr().out)

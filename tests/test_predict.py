@@ -254,7 +254,7 @@ def test_bad_input_is_one_line_cli_error(capsys, tmp_path, images, make_args, me
     if "--model" not in map(str, argv):
         argv += ["--model", CLASSIFIER]
     rc, out, err = _run(capsys, *argv, "--backend", "numpy")
-    assert rc == 2, err
+    assert rc == 3, err  # bad input
     assert out == ""
     assert err.startswith("se-multi predict: error: ") and err.count("\n") == 1, err
     assert re.search(message, err), err

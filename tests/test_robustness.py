@@ -71,7 +71,7 @@ def test_export_cli_refuses_a_too_small_input(tmp_path):
     out = tmp_path / "tiny.onnx"
     proc = subprocess.run([sys.executable, "-m", "se_multi", "export", "legacy_seresnet50", str(out),
                            "--input-size", "2", "2"], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 3, proc.stderr
     assert proc.stderr.count("\n") == 1 and "legacy_seresnet50: a 2x2 input does not fit" in proc.stderr
     assert not out.exists()
 
@@ -83,7 +83,7 @@ def test_predict_on_a_tiny_array_is_one_line_not_a_crash(tmp_path, cpu_backend):
     np.save(path, np.zeros((1, 3, 2, 224), np.float32))
     proc = subprocess.run([sys.executable, "-m", "se_multi", "predict", str(path), "--model", "legacy_seresnet50",
                            "--backend", cpu_backend], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 3, proc.stderr
     assert "legacy_seresnet50: a 2x224 input does not fit" in proc.stderr and "Traceback" not in proc.stderr
 
 
