@@ -108,6 +108,14 @@ class Backend(abc.ABC):
         return True, "available"
 
     @classmethod
+    def native_dtypes(cls) -> tuple[str, ...]:
+        """The dtypes of :attr:`dtypes` that run at full hardware speed on this machine's default
+        device (``se-multi backends`` shows them), decided without importing the framework.
+        Default: float32 and float64, which every CPU has. A backend with reduced-precision
+        kernels adds those the CPU has hardware for (:func:`se_multi.cpu.cpu_info`)."""
+        return tuple(d for d in cls.dtypes if d in ("float32", "float64"))
+
+    @classmethod
     def install_hint(cls) -> str:
         """The command that installs this backend's package (see :attr:`install`)."""
         if cls.install:

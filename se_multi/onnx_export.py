@@ -41,6 +41,17 @@ BATCH_DIM = "batch"
 SPATIAL_DIMS = ("height", "width")
 
 
+#: Equivalent forms of an op for a runtime that computes the plain ONNX form wrong; a backend
+#: asks for them by name (the exported files never use them):
+#:
+#: - ``ceil_avg_pool_pads``: a ceil-mode average pool that counts padding, as Pad -> AveragePool
+#:   (:meth:`OnnxRecorder._avg_pool_explicit_pads`).
+#: - ``strided_grouped_conv_pad``: a grouped (not depthwise) convolution with a horizontal stride,
+#:   on an input padded on the right by one stride and the extra output column sliced off
+#:   (:meth:`OnnxRecorder._conv_padded_right`).
+WORKAROUNDS = ("ceil_avg_pool_pads", "strided_grouped_conv_pad")
+
+
 class OnnxExportError(ValueError):
     """An op, option or setting that has no ONNX form here."""
 
@@ -86,7 +97,8 @@ class OnnxRecorder(Backend):
     extra = "onnx"
     dtypes = ("float32", "float16")
 
-    def __init__(self, dtype: str = "float32", device: str | None = None, opset: int = DEFAULT_OPSET):
+    def __init__(self, dtype: str = "float32", device: str | None = None, opset: int = DEFAULT_OPSET,
+                 workarounds=()):
         if str(dtype) not in self.dtypes:
             raise OnnxExportError(f"ONNX export supports dtype {', '.join(self.dtypes)}; got {dtype!r}")
         super().__init__(dtype, None)
@@ -99,6 +111,11 @@ class OnnxRecorder(Backend):
         self.inputs: list = []
         self._count = 0
         self._consts: dict[Any, Sym] = {}  # value-keyed constants (scalars, int lists)
+        unknown = set(workarounds) - set(WORKAROUNDS)
+        if unknown:
+            raise OnnxExportError(f"ONNX export: unknown workarounds {sorted(unknown)}; known: {', '.join(WORKAROUNDS)}")
+        #: equivalent graph forms for a runtime that computes the plain form wrong (:data:`WORKAROUNDS`)
+        self.workarounds = frozenset(workarounds)
 
     # ------------------------------------------------------------------ graph building
     def _fresh(self, hint: str) -> str:
@@ -227,9 +244,28 @@ class OnnxRecorder(Backend):
         out_shape = shapes.conv2d(x_shape, w.shape, stride, padding, dilation, groups)
         kh, kw = w.shape[2:]
         top, bottom, left, right = padding
+        if ("strided_grouped_conv_pad" in self.workarounds and 1 < groups and w.shape[1] > 1 and stride[1] > 1
+                and not x.vec4d):
+            return self._conv_padded_right(x, w, b, out_shape, stride, padding, dilation, groups)
         return self._node("Conv", [x, w, b], out_shape, kernel_shape=[kh, kw],
                           strides=list(stride), pads=[top, left, bottom, right],  # ONNX: begins, then ends
                           dilations=list(dilation), group=int(groups))
+
+    def _conv_padded_right(self, x, w, b, out_shape, stride, padding, dilation, groups):
+        """The same convolution on ``x`` padded on the right by one stride (exactly one more output
+        column, whatever the width), that column sliced off again: OpenVINO 2026.4's AMX bfloat16
+        grouped-convolution kernel (``brgconv_avx512_amx_bf16``) returns garbage (~1e35) for a
+        batch > 1, stride-2 grouped 3x3 convolution whose output is one column wide (found by
+        validate's SE-ResNeXt-50 model check at 33x27, batch 2; f32 and the padded form are right)."""
+        n, c, h, wd = x.shape
+        sw = stride[1]
+        padded = self._node("Pad", [x, self._ints([0, 0, 0, 0, 0, 0, 0, sw])], (n, c, h, wd + sw), mode="constant")
+        kh, kw = w.shape[2:]
+        top, bottom, left, right = padding
+        wide = (*out_shape[:3], out_shape[3] + 1)
+        y = self._node("Conv", [padded, w, b], wide, kernel_shape=[kh, kw], strides=list(stride),
+                       pads=[top, left, bottom, right], dilations=list(dilation), group=int(groups))
+        return self._node("Slice", [y, self._ints([0]), self._ints([-1]), self._ints([3])], out_shape)
 
     def linear(self, x, w, b=None):
         x, w, b = self._tensor(x), self._tensor(w), self._tensor(b)
@@ -271,8 +307,30 @@ class OnnxRecorder(Backend):
         return self._pool("MaxPool", x, kernel, stride, padding, ceil_mode)
 
     def avg_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
+        if "ceil_avg_pool_pads" in self.workarounds and ceil_mode and count_include_pad and any(padding):
+            return self._avg_pool_explicit_pads(self._tensor(x), kernel, stride, padding)
         return self._pool("AveragePool", x, kernel, stride, padding, ceil_mode,
                           count_include_pad=int(bool(count_include_pad)))
+
+    def _avg_pool_explicit_pads(self, x, kernel, stride, padding):
+        """PyTorch's ceil-mode average pool that counts padding, as Pad -> AveragePool(pads 0,
+        count_include_pad 0) [-> Slice]. PyTorch divides a window that overhangs the padded input
+        (the extra ceil-mode row/column) by its part inside the *padded* input; ONNX leaves that
+        divisor to the runtime, and OpenVINO 2026.4 divides by the whole kernel (ONNX Runtime
+        follows PyTorch). Padding explicitly makes the padded input the input, so every runtime
+        agrees. The Slice (only when a window would start in the right padding, which PyTorch
+        drops: kernel < pad + stride) is sized at the traced shape."""
+        (ph, pw), (kh, kw), (sh, sw) = padding, kernel, stride
+        want = shapes.pool2d(x.shape, kernel, stride, padding, True, "avg_pool2d")
+        n, c, h, w = x.shape
+        padded = self._node("Pad", [x, self._ints([0, 0, ph, pw, 0, 0, ph, pw])], (n, c, h + 2 * ph, w + 2 * pw),
+                            mode="constant")
+        got = shapes.pool2d(padded.shape, kernel, stride, (0, 0), True, "avg_pool2d")
+        y = self._node("AveragePool", [padded], got, kernel_shape=[kh, kw], strides=[sh, sw], pads=[0, 0, 0, 0],
+                       ceil_mode=1, count_include_pad=0)
+        if got != want:
+            y = self._node("Slice", [y, self._ints([0, 0]), self._ints(list(want[2:])), self._ints([2, 3])], want)
+        return y
 
     def global_avg_pool(self, x):
         x = self._tensor(x)

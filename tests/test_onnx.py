@@ -113,7 +113,7 @@ def test_whole_graph_matches_peer_logits(peer_checkpoints, fixture):
     model = create_model(FIXTURE_MODELS[fixture], weights=str(peer_checkpoints(fixture)), backend="onnxruntime")
     logits = model(exp["x"])
     # the model call took the whole-graph path: one session, held by the model, no one-op graphs
-    assert len(model.module.graphs(model.ops.graph_cache_size)) == 1 and not len(model.ops._op_sessions)
+    assert len(model.module.graphs(model.ops.graph_cache_size)) == 1 and not len(model.ops._op_graphs)
     assert logits.shape == exp["logits"].shape
     assert rel_err(logits, exp["logits"]) <= 1e-4
     if "logits_without_se" in exp:  # the SE path is in the graph: dropping it is far outside tolerance
@@ -152,7 +152,7 @@ def test_op_sessions_are_cached_by_signature():
     ops = _ort()
     x = np.ones((1, 4, 5, 5), np.float32)
     ops.relu(x), ops.relu(x * 2), ops.relu(np.ones((1, 4, 6, 5)))
-    assert len(ops._op_sessions) == 2
+    assert len(ops._op_graphs) == 2
 
 
 def test_session_options_are_for_inference():
