@@ -76,8 +76,11 @@ class OpenVinoBackend(OnnxFedBackend):
         #: graph forms that OpenVINO computes right where it gets the plain ONNX form wrong
         #: (:data:`se_multi.onnx_export.WORKAROUNDS`): it divides a ceil-mode average pool's
         #: overhanging window by the whole kernel; its AMX bfloat16 grouped convolution fails on
-        #: one-column outputs of strided convolutions
-        self.workarounds = frozenset({"ceil_avg_pool_pads", *(("strided_grouped_conv_pad",) if self.dtype == "bfloat16" else ())})
+        #: one-column outputs of strided convolutions; it refuses a pool window larger than its
+        #: padded input, which PyTorch (and so se_multi's shapes) allows with ceil_mode; it keeps a
+        #: ceil-mode window that starts in the right padding, which PyTorch drops
+        self.workarounds = frozenset({"ceil_avg_pool_pads", "max_pool_kernel_pad", "ceil_pool_slice",
+                                      *(("strided_grouped_conv_pad",) if self.dtype == "bfloat16" else ())})
 
     def __repr__(self) -> str:
         threads = f"{self.threads} threads" if self.threads else "default threads"
@@ -184,7 +187,11 @@ class _InferPool:
             request = self.compiled.create_infer_request()
         try:
             feed = {i: np.ascontiguousarray(to_numpy(x), dtype=self.dtype) for i, x in enumerate(inputs)}
-            return request.infer(feed, share_inputs=True, share_outputs=False)[0]
+            try:
+                return request.infer(feed, share_inputs=True, share_outputs=False)[0]
+            except RuntimeError as exc:  # e.g. a size a size-generic graph cannot take
+                shapes = ", ".join("x".join(map(str, a.shape)) for a in feed.values())
+                raise RuntimeError(f"openvino cannot run a {shapes} input: {_gist(exc)}") from None
         finally:
             with self._lock:
                 if len(self._idle) < self._keep:

@@ -49,7 +49,21 @@ SPATIAL_DIMS = ("height", "width")
 #: - ``strided_grouped_conv_pad``: a grouped (not depthwise) convolution with a horizontal stride,
 #:   on an input padded on the right by one stride and the extra output column sliced off
 #:   (:meth:`OnnxRecorder._conv_padded_right`).
-WORKAROUNDS = ("ceil_avg_pool_pads", "strided_grouped_conv_pad")
+#: - ``max_pool_kernel_pad``: a ceil-mode max pool whose window is larger than its padded input
+#:   (PyTorch allows it: a 3x3/2 pool on a 2-wide map gives one column), on an input padded with
+#:   -inf up to the kernel.
+#: - ``ceil_pool_slice``: a ceil-mode pool whose last window would start in the right padding
+#:   (PyTorch drops it; a runtime that keeps it gives one more row or column), sliced to
+#:   PyTorch's size.
+#:
+#: The last two depend on the traced size, so a size-generic trace (``symbolic_hw``) omits them.
+WORKAROUNDS = ("ceil_avg_pool_pads", "strided_grouped_conv_pad", "max_pool_kernel_pad", "ceil_pool_slice")
+
+
+def ceil_pool_size_kept(size: int, kernel: int, stride: int, pad: int) -> int:
+    """A ceil-mode pool's output size when a last window starting in the right padding is kept
+    (OpenVINO's rule; PyTorch's, :func:`se_multi.shapes.pool_output_size`, drops that window)."""
+    return -(-(size + 2 * pad - kernel) // stride) + 1
 
 
 class OnnxExportError(ValueError):
@@ -116,6 +130,7 @@ class OnnxRecorder(Backend):
             raise OnnxExportError(f"ONNX export: unknown workarounds {sorted(unknown)}; known: {', '.join(WORKAROUNDS)}")
         #: equivalent graph forms for a runtime that computes the plain form wrong (:data:`WORKAROUNDS`)
         self.workarounds = frozenset(workarounds)
+        self._symbolic = False  # tracing a size-generic graph (size-specific workarounds are left out)
 
     # ------------------------------------------------------------------ graph building
     def _fresh(self, hint: str) -> str:
@@ -299,6 +314,21 @@ class OnnxRecorder(Backend):
             raise OnnxExportError(f"ONNX export: {op_type} needs an NCHW feature map; got an (N, C) vector")
         out_shape = shapes.pool2d(x.shape, kernel, stride, padding, ceil_mode,
                                   "max_pool2d" if op_type == "MaxPool" else "avg_pool2d")
+        short = [max(0, k - (size + 2 * p)) if isinstance(size, int) else 0
+                 for k, size, p in zip(kernel, x.shape[2:], padding)]
+        if op_type == "MaxPool" and any(short) and "max_pool_kernel_pad" in self.workarounds and not self._symbolic:
+            n, c, h, w = x.shape
+            lowest = self._scalar(float("-inf"))
+            x = self._node("Pad", [x, self._ints([0, 0, 0, 0, 0, 0, *short]), lowest], (n, c, h + short[0], w + short[1]),
+                           mode="constant")  # -inf never wins a max: the window's real elements decide
+        if ceil_mode and "ceil_pool_slice" in self.workarounds and not self._symbolic:
+            kept = (*out_shape[:2], *(ceil_pool_size_kept(size, k, s, p) for size, k, s, p in
+                                      zip(x.shape[2:], kernel, stride, padding)))
+            if kept != out_shape:
+                y = self._node(op_type, [x], kept, kernel_shape=list(kernel), strides=list(stride),
+                               pads=[padding[0], padding[1], padding[0], padding[1]], ceil_mode=1, **attrs)
+                return self._node("Slice", [y, self._ints([0, 0]), self._ints(list(out_shape[2:])), self._ints([2, 3])],
+                                  out_shape)
         return self._node(op_type, [x], out_shape, kernel_shape=list(kernel),
                           strides=list(stride), pads=[padding[0], padding[1], padding[0], padding[1]],
                           ceil_mode=int(bool(ceil_mode)), **attrs)
@@ -325,7 +355,7 @@ class OnnxRecorder(Backend):
         n, c, h, w = x.shape
         padded = self._node("Pad", [x, self._ints([0, 0, ph, pw, 0, 0, ph, pw])], (n, c, h + 2 * ph, w + 2 * pw),
                             mode="constant")
-        got = shapes.pool2d(padded.shape, kernel, stride, (0, 0), True, "avg_pool2d")
+        got = (n, c, ceil_pool_size_kept(h + 2 * ph, kh, sh, 0), ceil_pool_size_kept(w + 2 * pw, kw, sw, 0))
         y = self._node("AveragePool", [padded], got, kernel_shape=[kh, kw], strides=[sh, sw], pads=[0, 0, 0, 0],
                        ceil_mode=1, count_include_pad=0)
         if got != want:
@@ -387,6 +417,7 @@ class OnnxRecorder(Backend):
         the graph declares its input's H and W (and a feature-map output's) as symbolic
         dimensions: no node depends on them, so one graph serves every input size that fits.
         """
+        self._symbolic = symbolic_hw
         x = self.graph_input(INPUT_NAME, input_shape)
         y = self.output(module(self, self.input(x)))
         proto = self.to_model([y], [OUTPUT_NAME], graph_name)
