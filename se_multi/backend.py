@@ -116,6 +116,22 @@ class Backend(abc.ABC):
         return tuple(d for d in cls.dtypes if d in ("float32", "float64"))
 
     @classmethod
+    def framework(cls) -> str:
+        """The framework this backend runs on and its installed version, e.g. ``"torch 2.13.0"``,
+        from the distribution that ships :attr:`package` (read from metadata: nothing imported).
+        ``se-multi bench`` lists it for every benchmarked backend, third-party ones included."""
+        if not cls.package:
+            return "no framework"
+        top = cls.package.partition(".")[0]
+        dists = metadata.packages_distributions().get(top, []) or [top]
+        for dist in sorted(dists, key=lambda d: d != top):  # the same-named distribution first
+            try:
+                return f"{dist} {metadata.version(dist)}"
+            except metadata.PackageNotFoundError:
+                continue
+        return f"{top} (version unknown)"
+
+    @classmethod
     def install_hint(cls) -> str:
         """The command that installs this backend's package (see :attr:`install`)."""
         if cls.install:
