@@ -200,6 +200,30 @@ def measure_memory_isolated(backend: str, model: str, batch: int = 1, dtype: str
 
 
 # --------------------------------------------------------------------------- running
+def time_interleaved(runners, min_runs=5, max_runs=50, budget_s=2.0, progress=None) -> None:
+    """Time ``(times_ms_list, call)`` pairs round-robin, appending each call's milliseconds to its
+    list, until each has ``min_runs`` and ``budget_s`` per pair is spent (or ``max_runs``): a noisy,
+    shared machine then slows every configuration alike. ``se-multi bench`` and the goal
+    benchmark (``python -m benchmarks.goals``) both time this way."""
+    deadline = time.perf_counter() + budget_s * max(1, len(runners))
+    total = 0
+    while runners:
+        pending = [(t, c) for t, c in runners if len(t) < max_runs]
+        if not pending or (time.perf_counter() > deadline and all(len(t) >= min_runs for t, _ in runners)):
+            break
+        for times, call in pending:
+            # The previous call's framework may still have threads spin-waiting for work
+            # (OpenMP, ONNX Runtime's pool): on a small machine they would steal cores from
+            # this call. A short idle gap lets them park, so no backend pays for another.
+            time.sleep(SPIN_GAP_S)
+            t0 = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - t0) * 1e3)
+            total += 1
+        if progress:
+            progress(f"timed {total} calls")
+
+
 def _dtypes(dtype) -> list[str]:
     return [d for d in ([dtype] if isinstance(dtype, str) else list(dtype))]
 
@@ -252,24 +276,8 @@ def run_bench(backends, models, batches=(1,), dtype="float32", device=None, inpu
                     if progress:
                         progress(f"built {backend} {model_name} b{batch} {dt}")
 
-    # interleaved timing: round-robin until every config has min_runs and the budget is spent
-    deadline = time.perf_counter() + budget_s * max(1, len(runners))
-    total = 0
-    while runners:
-        pending = [(r, c) for r, c in runners if len(r.times_ms) < max_runs]
-        if not pending or (time.perf_counter() > deadline and all(len(r.times_ms) >= min_runs for r, _ in runners)):
-            break
-        for row, call in pending:
-            # The previous call's framework may still have threads spin-waiting for work
-            # (OpenMP, ONNX Runtime's pool): on a small machine they would steal cores from
-            # this call. A short idle gap lets them park, so no backend pays for another.
-            time.sleep(SPIN_GAP_S)
-            t0 = time.perf_counter()
-            call()
-            row.times_ms.append((time.perf_counter() - t0) * 1e3)
-            total += 1
-        if progress:
-            progress(f"timed {total} calls")
+    time_interleaved([(row.times_ms, call) for row, call in runners], min_runs, max_runs, budget_s,
+                     progress=progress)
     runners.clear()  # the models are no longer needed: the memory pass builds its own
 
     if memory:

@@ -23,6 +23,7 @@ from se_multi.models import create_model, list_models  # noqa: E402
 from se_multi.onnx_export import OnnxExportError, OnnxRecorder, build_onnx, export_onnx  # noqa: E402
 
 from _parity import FIXTURE_MODELS, expected, rel_err, write_peer_checkpoint  # noqa: E402
+from conftest import require_backend  # noqa: E402
 
 #: small enough to keep the whole file fast, divisible by 32 as the U-Net needs
 SIZE = (64, 64)
@@ -137,11 +138,16 @@ def test_conformance_suite_passes():
     assert result.passed, f"failed: {result.failed_ops}"
 
 
-@pytest.mark.parametrize("size,kernel,stride,pad", [(10, 3, 2, 0), (11, 3, 2, 1), (7, 2, 2, 1), (12, 3, 3, 1)])
+@pytest.mark.parametrize("size,kernel,stride,pad", [(10, 3, 2, 0), (11, 3, 2, 1), (7, 2, 2, 1), (12, 3, 3, 1),
+                                                    (8, 3, 2, 1), (5, 3, 3, 1)])
 @pytest.mark.parametrize("count_include_pad", [True, False])
-def test_ceil_mode_pools_follow_pytorch(size, kernel, stride, pad, count_include_pad):
-    x = np.random.default_rng(1).standard_normal((1, 3, size, size))
-    ops = _ort()
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_ceil_mode_pools_follow_pytorch(backend, size, kernel, stride, pad, count_include_pad):
+    """Both ONNX engines, PyTorch's rules: OpenVINO needs the backend's Pad/Slice forms for the
+    overhanging window's divisor and for a last window starting in the right padding."""
+    require_backend(backend)
+    x = np.random.default_rng(1).standard_normal((1, 3, size, size + 1))
+    ops = se_multi.get_backend(backend)
     k, s, p = (kernel, kernel), (stride, stride), (pad, pad)
     np.testing.assert_allclose(ops.avg_pool2d(x, k, s, p, True, count_include_pad),
                                ref.avg_pool2d(x, k, s, p, True, count_include_pad), rtol=1e-5, atol=1e-6)

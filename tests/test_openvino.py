@@ -1,4 +1,5 @@
-"""The openvino backend: settings, errors, caches, and the OpenVINO quirks it works around.
+"""The openvino backend: settings, errors, caches, and the OpenVINO quirks it works around
+(ceil-mode pools are checked against PyTorch's rules for both ONNX engines in tests/test_onnx.py).
 
 Conformance at float32 runs in tests/test_conformance.py (every known backend), parity on every
 fixture in tests/test_parity_*.py, robustness (tiny inputs, memory, threads) in
@@ -118,20 +119,6 @@ def test_a_dtype_the_device_lacks_names_what_it_has(monkeypatch):
     monkeypatch.setattr(openvino_backend.OpenVinoBackend, "_check_precision", without_bf16)
     with pytest.raises(ValueError, match=r"device CPU has no bfloat16 .*dtypes it runs: float32"):
         _ov(dtype="bfloat16")
-
-
-@pytest.mark.parametrize("size,kernel,stride,pad", [(10, 3, 2, 0), (11, 3, 2, 1), (7, 2, 2, 1), (12, 3, 3, 1),
-                                                    (8, 3, 2, 1), (5, 3, 3, 1)])
-@pytest.mark.parametrize("count_include_pad", [True, False])
-def test_ceil_mode_pools_follow_pytorch(size, kernel, stride, pad, count_include_pad):
-    """OpenVINO divides a ceil-mode average pool's overhanging window by the whole kernel where
-    PyTorch divides by its part inside the padded input: the backend writes Pad + AveragePool."""
-    x = np.random.default_rng(1).standard_normal((1, 3, size, size + 1))
-    ops = _ov()
-    k, s, p = (kernel, kernel), (stride, stride), (pad, pad)
-    np.testing.assert_allclose(ops.avg_pool2d(x, k, s, p, True, count_include_pad),
-                               ref.avg_pool2d(x, k, s, p, True, count_include_pad), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(ops.max_pool2d(x, k, s, p, True), ref.max_pool2d(x, k, s, p, True), rtol=1e-6)
 
 
 def test_a_pool_window_wider_than_its_input_runs_as_in_pytorch():
