@@ -75,12 +75,12 @@ class OpenVinoBackend(OnnxFedBackend):
         self.precision = self._check_precision()
         #: graph forms that OpenVINO computes right where it gets the plain ONNX form wrong
         #: (:data:`se_multi.onnx_export.WORKAROUNDS`): it divides a ceil-mode average pool's
-        #: overhanging window by the whole kernel; its AMX bfloat16 grouped convolution fails on
-        #: one-column outputs of strided convolutions; it refuses a pool window larger than its
+        #: overhanging window by the whole kernel; its AMX bfloat16 convolution fails on one-column
+        #: outputs of strided 3x3 convolutions; it refuses a pool window larger than its
         #: padded input, which PyTorch (and so se_multi's shapes) allows with ceil_mode; it keeps a
         #: ceil-mode window that starts in the right padding, which PyTorch drops
         self.workarounds = frozenset({"ceil_avg_pool_pads", "max_pool_kernel_pad", "ceil_pool_slice",
-                                      *(("strided_grouped_conv_pad",) if self.dtype == "bfloat16" else ())})
+                                      *(("strided_conv_pad",) if self.dtype == "bfloat16" else ())})
 
     def __repr__(self) -> str:
         threads = f"{self.threads} threads" if self.threads else "default threads"

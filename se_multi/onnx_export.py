@@ -46,9 +46,10 @@ SPATIAL_DIMS = ("height", "width")
 #:
 #: - ``ceil_avg_pool_pads``: a ceil-mode average pool that counts padding, as Pad -> AveragePool
 #:   (:meth:`OnnxRecorder._avg_pool_explicit_pads`).
-#: - ``strided_grouped_conv_pad``: a grouped (not depthwise) convolution with a horizontal stride,
-#:   on an input padded on the right by one stride and the extra output column sliced off
-#:   (:meth:`OnnxRecorder._conv_padded_right`).
+#: - ``strided_conv_pad``: a convolution (not depthwise) with a horizontal stride and a kernel
+#:   wider than 1 whose output is one column wide, on an input padded on the right by one stride
+#:   and the extra output column sliced off (:meth:`OnnxRecorder._conv_padded_right`); in a
+#:   size-generic trace, every such convolution (the width is not known).
 #: - ``max_pool_kernel_pad``: a ceil-mode max pool whose window is larger than its padded input
 #:   (PyTorch allows it: a 3x3/2 pool on a 2-wide map gives one column), on an input padded with
 #:   -inf up to the kernel.
@@ -57,7 +58,7 @@ SPATIAL_DIMS = ("height", "width")
 #:   PyTorch's size.
 #:
 #: The last two depend on the traced size, so a size-generic trace (``symbolic_hw``) omits them.
-WORKAROUNDS = ("ceil_avg_pool_pads", "strided_grouped_conv_pad", "max_pool_kernel_pad", "ceil_pool_slice")
+WORKAROUNDS = ("ceil_avg_pool_pads", "strided_conv_pad", "max_pool_kernel_pad", "ceil_pool_slice")
 
 
 def ceil_pool_size_kept(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -130,7 +131,7 @@ class OnnxRecorder(Backend):
             raise OnnxExportError(f"ONNX export: unknown workarounds {sorted(unknown)}; known: {', '.join(WORKAROUNDS)}")
         #: equivalent graph forms for a runtime that computes the plain form wrong (:data:`WORKAROUNDS`)
         self.workarounds = frozenset(workarounds)
-        self._symbolic = False  # tracing a size-generic graph (size-specific workarounds are left out)
+        self._symbolic = False  # tracing a size-generic graph: size-specific forms are left out or made generic
 
     # ------------------------------------------------------------------ graph building
     def _fresh(self, hint: str) -> str:
@@ -259,8 +260,8 @@ class OnnxRecorder(Backend):
         out_shape = shapes.conv2d(x_shape, w.shape, stride, padding, dilation, groups)
         kh, kw = w.shape[2:]
         top, bottom, left, right = padding
-        if ("strided_grouped_conv_pad" in self.workarounds and 1 < groups and w.shape[1] > 1 and stride[1] > 1
-                and not x.vec4d):
+        if ("strided_conv_pad" in self.workarounds and stride[1] > 1 and kw > 1 and (groups == 1 or w.shape[1] > 1)
+                and not x.vec4d and (self._symbolic or out_shape[3] == 1)):
             return self._conv_padded_right(x, w, b, out_shape, stride, padding, dilation, groups)
         return self._node("Conv", [x, w, b], out_shape, kernel_shape=[kh, kw],
                           strides=list(stride), pads=[top, left, bottom, right],  # ONNX: begins, then ends
@@ -269,9 +270,11 @@ class OnnxRecorder(Backend):
     def _conv_padded_right(self, x, w, b, out_shape, stride, padding, dilation, groups):
         """The same convolution on ``x`` padded on the right by one stride (exactly one more output
         column, whatever the width), that column sliced off again: OpenVINO 2026.4's AMX bfloat16
-        grouped-convolution kernel (``brgconv_avx512_amx_bf16``) returns garbage (~1e35) for a
-        batch > 1, stride-2 grouped 3x3 convolution whose output is one column wide (found by
-        validate's SE-ResNeXt-50 model check at 33x27, batch 2; f32 and the padded form are right)."""
+        convolution kernel (``brgconv_avx512_amx_bf16``) returns garbage (~1e35, uninitialised
+        memory) for a stride-2 3x3 convolution of >= 256 channels whose output is one column wide
+        and 2+ rows high, grouped or not, batch 1 or more (found by validate's SE-ResNeXt-50 model
+        check at 33x27; then SE-ResNet-50 at 37x29; 54 of 1728 shapes of a grid; f32, 1x1 and
+        stride-1 kernels, depthwise, and the padded form are right)."""
         n, c, h, wd = x.shape
         sw = stride[1]
         padded = self._node("Pad", [x, self._ints([0, 0, 0, 0, 0, 0, 0, sw])], (n, c, h, wd + sw), mode="constant")

@@ -140,18 +140,36 @@ def test_an_input_a_dynamic_graph_cannot_take_is_one_line():
     assert "\n" not in str(info.value)
 
 
-def test_bfloat16_strided_grouped_conv_with_one_output_column():
-    """OpenVINO 2026.4's AMX bf16 grouped convolution returned ~1e35 for this shape (batch 2, 3x3/2,
-    groups 32, a 3x2 map -> 2x1): validate's SE-ResNeXt-50 model check found it. The backend pads
-    such convolutions by one stride on the right and slices the extra column off."""
+@pytest.mark.parametrize("batch,channels,groups,height,width", [(2, 1024, 32, 3, 2), (1, 512, 1, 3, 2), (1, 256, 1, 5, 1)])
+def test_bfloat16_strided_conv_with_one_output_column(batch, channels, groups, height, width):
+    """OpenVINO 2026.4's AMX bf16 convolution returned ~1e35 for a 3x3/2 convolution whose output is
+    one column wide (SE-ResNeXt-50 at 33x27 and SE-ResNet-50 at 37x29 in validate): the backend
+    pads such convolutions by one stride on the right and slices the extra column off."""
     require_native_cpu_dtype("bfloat16")
     from se_multi.conformance import TOLERANCES, round_to_dtype
 
     rng = np.random.default_rng(0)
-    x = round_to_dtype(rng.standard_normal((2, 1024, 3, 2)), "bfloat16")
-    w = round_to_dtype(rng.standard_normal((1024, 32, 3, 3)) / np.sqrt(9 * 32), "bfloat16")
-    got = _ov(dtype="bfloat16").conv2d(x, w, None, (2, 2), (1, 1, 1, 1), (1, 1), 32)
-    assert max_rel_error(got, ref.conv2d(x, w, None, (2, 2), (1, 1, 1, 1), (1, 1), 32)) <= TOLERANCES["bfloat16"]
+    x = round_to_dtype(rng.standard_normal((batch, channels, height, width)), "bfloat16")
+    w = round_to_dtype(rng.standard_normal((channels, channels // groups, 3, 3)) / np.sqrt(9 * channels / groups),
+                       "bfloat16")
+    args = (None, (2, 2), (1, 1, 1, 1), (1, 1), groups)
+    for shapes in ("static", "dynamic"):
+        got = _ov(dtype="bfloat16", shapes=shapes).conv2d(x, w, *args)
+        assert max_rel_error(got, ref.conv2d(x, w, *args)) <= TOLERANCES["bfloat16"], shapes
+
+
+def test_bfloat16_models_at_sizes_with_one_column_layer4():
+    """The two model checks that found the bug, at inputs whose layer-4 3x3/2 convolution outputs one
+    column, across a few sizes: never garbage."""
+    require_native_cpu_dtype("bfloat16")
+    import se_multi
+    from se_multi.conformance import MODEL_TOLERANCES
+
+    for name, shape in (("seresnet50", (1, 3, 37, 29)), ("seresnext50_32x4d", (2, 3, 33, 27))):
+        model = se_multi.create_model(name, backend="openvino", dtype="bfloat16")
+        want = se_multi.create_model(name, backend="numpy", dtype="float64")
+        x = _x(shape)
+        assert max_rel_error(model(x), want(x.astype(np.float64))) <= MODEL_TOLERANCES["bfloat16"], name
 
 
 def test_exported_file_runs_on_openvino(tmp_path):
