@@ -401,7 +401,7 @@ def plot(rows: list[BenchRow], path: str) -> None:
     label = lambda r: f"{r.backend} {r.dtype}"  # noqa: E731  (one bar per backend and dtype)
     backends = list(dict.fromkeys(label(r) for r in ok))
     width = 0.8 / max(1, len(backends))
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups) * max(1, len(backends)) / 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6, min(14, 0.8 * len(groups) * max(1, len(backends)) / 2)), 4.5))
     for i, b in enumerate(backends):
         vals = [next((r.median_ms for r in ok if label(r) == b and (r.model, r.batch) == g), 0) for g in groups]
         bars = ax.bar([j + i * width for j in range(len(groups))], vals, width, label=b)
