@@ -19,6 +19,7 @@ from _parity import expected, peer_input, peer_state, rel_err
 from conftest import require_backend
 from se_multi import cli, hub
 from se_multi.checkpoint import resolve_weights
+from se_multi.files import json_text
 from se_multi.models import build_model, create_model
 from se_multi.nn import StateDictError
 
@@ -340,7 +341,7 @@ def test_library_errors_are_input_errors():
 
 
 def test_json_output_is_always_strict_json():
-    text = cli.json_text({"a": float("nan"), "b": [1.0, float("inf")], "c": Path("x")})
+    text = json_text({"a": float("nan"), "b": [1.0, float("inf")], "c": Path("x")})
     assert json.loads(text) == {"a": None, "b": [1.0, None], "c": "x"}
 
 
