@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from se_multi.predict import Prediction, interpret, mask_names
+from se_multi.predict import Prediction, mask_names
 
 
 def _cuda(backend: Any, device: Any) -> bool:

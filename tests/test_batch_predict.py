@@ -3,7 +3,6 @@ resumable, per-image errors; the same rows on a local Ray cluster."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
