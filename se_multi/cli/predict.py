@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         rate = f", {done / elapsed:.1f} images/s" if elapsed > 0 and done else ""
         extra = f", {skipped} already in {args.output}" if skipped else ""
         see = f" (their rows in {args.output} say why)" if failed and writer is not None else ""
-        print(f"se-multi predict: {done} images, {failed} failed{see}{extra}{rate}", file=sys.stderr)
+        print(f"se-multi predict: {done} image{'s' if done != 1 else ''}, {failed} failed{see}{extra}{rate}",
+              file=sys.stderr)
     return EXIT_FAILED if failed else 0
 
 
