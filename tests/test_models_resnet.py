@@ -482,7 +482,8 @@ def test_every_se_model_takes_every_ablation_option(name):
     only3 = build_model(name, se_stages=(3,), reduction=(4, 8, 8, 32)).param_specs()
     fc1 = {k: s.shape for k, s in only3.items() if k.endswith(".fc1.weight")}
     assert fc1 and all(k.startswith("layer3.") for k in fc1)
-    assert all(rd == ref.reduced_channels(c, 8, divisor=1 if se_name == "se_module" else 8) for rd, c, *_ in fc1.values())
+    divisor = 1 if se_name == "se_module" else 8
+    assert all(rd == ref.reduced_channels(c, 8, divisor=divisor) for rd, c, *_ in fc1.values())
 
 
 @pytest.mark.parametrize("name", SE_NAMES)

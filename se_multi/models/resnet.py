@@ -139,7 +139,8 @@ class ResNetArch:
         if not isinstance(self.avg_down, bool):
             raise ValueError(f"avg_down must be True or False; got {self.avg_down!r}")
         if self.down_kernel_size % 2 == 0:
-            raise ValueError(f"down_kernel_size must be odd (a centred, size-keeping kernel); got {self.down_kernel_size}")
+            raise ValueError("down_kernel_size must be odd (a centred, size-keeping kernel); "
+                             f"got {self.down_kernel_size}")
         if self.avg_down and self.down_kernel_size != 1:
             raise ValueError("avg_down shortcuts are a pool and a 1x1 conv: down_kernel_size must be 1 with avg_down")
         if self.stem_type == "" and self.stem_width != 64:
@@ -155,8 +156,8 @@ class ResNetArch:
             width = self.width(planes)
             if width < self.cardinality or width % self.cardinality or (width // self.reduce_first) % self.cardinality:
                 raise ValueError(f"cardinality={self.cardinality}, base_width={self.base_width}, reduce_first="
-                                 f"{self.reduce_first} give a {width // self.reduce_first}->{width} grouped 3x3 conv at "
-                                 f"{planes} planes, not divisible into {self.cardinality} groups")
+                                 f"{self.reduce_first} give a {width // self.reduce_first}->{width} grouped 3x3 "
+                                 f"conv at {planes} planes, not divisible into {self.cardinality} groups")
 
     @property
     def expansion(self) -> int:
