@@ -197,8 +197,10 @@ class SEConfig:
     @classmethod
     def from_options(cls, reduction=16, se_integration="standard", se_stages=(1, 2, 3, 4),
                      se_bias=True) -> "SEConfig":
+        if not isinstance(se_bias, bool):  # bool("no") is True: a string must not pass for a flag
+            raise TypeError(f"se_bias must be True or False; got {se_bias!r}")
         return cls(_per_stage_reduction(reduction), _check_integration(se_integration),
-                   _check_stages(se_stages), bool(se_bias))
+                   _check_stages(se_stages), se_bias)
 
 
 def _per_stage_reduction(reduction) -> tuple[float, float, float, float]:
