@@ -44,7 +44,9 @@ _EXACT_ACTS = {
 #: channels_last / NCHW: SE-ResNet bottleneck (conv1x1-3x3-1x1 + SE + add/ReLU) 256@56x56
 #: batch 1: 0.72, batch 8: 0.64; 512@28x28: 0.94; 1024@14x14: 1.04 (batch 1), 0.95 (batch 8);
 #: 7x7/2 stem + max pool on 3x224x224: 0.30; MobileNetV3 dw5x5+SE+1x1 240@28x28: 0.80;
-#: scSE 64@112x112: 0.80. It is never meaningfully slower, so it is the default.
+#: scSE 64@112x112: 0.80. It is never meaningfully slower, so it is the default -- except in
+#: float64, which oneDNN does not cover: MobileNetV1 at 224x224 took 1.6-4.6 s channels_last
+#: against 0.08 s NCHW (2026-11-24), so float64 on the CPU stays NCHW.
 CHANNELS_LAST_ON_CPU = True
 
 
@@ -82,7 +84,7 @@ class TorchBackend(Backend):
         if channels_last is not None and not isinstance(channels_last, bool):
             raise TypeError(f"torch backend: channels_last must be True, False or None; got {channels_last!r}")
         if channels_last is None:
-            channels_last = self._dev.type != "cpu" or CHANNELS_LAST_ON_CPU
+            channels_last = self._dev.type != "cpu" or (CHANNELS_LAST_ON_CPU and self.dtype != "float64")
         self.channels_last = bool(channels_last)
         if not isinstance(tf32, bool):
             raise TypeError(f"torch backend: tf32 must be True or False; got {tf32!r}")

@@ -2,7 +2,8 @@
 
 Models are built once per (backend, model, dtype) and cached for the session. The input
 size defaults to 224x224; ``SE_MULTI_BENCH_SIZE=64`` shrinks it (the test suite's smoke
-run uses that, so collecting and running one round stays fast)."""
+run uses that, so collecting and running one round stays fast). ``SE_MULTI_BENCH_MODELS``
+(comma-separated names) replaces the whole-model benchmark's default models."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import se_multi
 from se_multi.init import recipe_input
 
 SIZE = int(os.environ.get("SE_MULTI_BENCH_SIZE", "224"))
+#: ``SE_MULTI_BENCH_MODELS=legacy_senet154,legacy_senet154_plain`` times those registered models
+#: instead of the default set (any name of ``se_multi.list_models()``)
+MODELS = tuple(m.strip() for m in os.environ.get("SE_MULTI_BENCH_MODELS", "").split(",") if m.strip())
 BACKENDS = ("numpy", "torch", "mlx", "cupy", "onnxruntime", "openvino")
 
 

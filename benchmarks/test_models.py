@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.conftest import BACKENDS, cached_input, cached_model, skip_unless_available, skip_unless_native
+from benchmarks.conftest import (BACKENDS, MODELS as CHOSEN, cached_input, cached_model, skip_unless_available,
+                                 skip_unless_native)
 from se_multi.dispatch import backend_class
 
-MODELS = ("seresnet50", "resnet50", "se_mobilenetv1_100", "mobilenetv1_100", "mobilenetv3_large_100")
+#: the default set; ``SE_MULTI_BENCH_MODELS=legacy_senet154,legacy_senet154_plain`` (any registered
+#: names, e.g. the whole SE-ResNet/ResNeXt family) replaces it
+MODELS = CHOSEN or ("seresnet50", "resnet50", "se_mobilenetv1_100", "mobilenetv1_100", "mobilenetv3_large_100")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

@@ -20,6 +20,7 @@ _LAZY = {
     "Model": "se_multi.models",
     "load_checkpoint": "se_multi.checkpoint",
     "preprocess": "se_multi.preprocess",
+    "predict_batch": "se_multi.predict",
     "model_info": "se_multi.info",
     "export_onnx": "se_multi.onnx_export",
 }

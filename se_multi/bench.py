@@ -39,6 +39,8 @@ import numpy as np
 SE_BASELINES = {
     "seresnet50": "resnet50",
     "se_mobilenetv1_100": "mobilenetv1_100",
+    "legacy_seresnext101_32x4d": "legacy_seresnext101_32x4d_plain",
+    "legacy_senet154": "legacy_senet154_plain",
 }
 DEFAULT_MODELS = ("seresnet50", "resnet50")
 #: idle seconds before each timed call (see the timing loop in run_bench)

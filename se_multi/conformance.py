@@ -324,6 +324,7 @@ AVG_POOL_CASES = [
     ((1, 4, 8, 10), (3, 3), (2, 2), (1, 1), True, False),
     ((1, 2, 7, 6), (2, 2), (2, 2), (0, 0), True, True),
     ((1, 5, 6, 6), (2, 2), (2, 2), (0, 0), False, True),
+    ((2, 3, 7, 9), (2, 2), (2, 2), (0, 0), True, False),  # the ResNet-D "avg_down" shortcut, odd sizes
 ]
 
 

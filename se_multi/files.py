@@ -10,6 +10,8 @@ checkpoints, masks, JSON reports, plots) goes through it.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -47,3 +49,19 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def json_text(obj, **kwargs) -> str:
+    """``obj`` as strict JSON: non-finite floats become ``null`` (JSON has no NaN or Infinity),
+    other objects their ``str``."""
+    return json.dumps(_finite_or_none(obj), allow_nan=False, default=str, **kwargs)

@@ -309,6 +309,23 @@ class MaxPool2d(Module):
         return ops.max_pool2d(x, self.kernel, self.stride, self.padding, self.ceil_mode)
 
 
+class AvgPool2d(Module):
+    """Average pooling (no parameters), a module so that shape errors can name it. PyTorch's
+    rules: ``count_include_pad=False`` divides by the elements inside the input only; a
+    ``ceil_mode`` window overhanging the input never counts the overhang."""
+
+    def __init__(self, kernel_size: int = 2, stride: int | None = None, padding: int = 0, ceil_mode: bool = False,
+                 count_include_pad: bool = True):
+        super().__init__()
+        self.kernel = _pair(kernel_size)
+        self.stride = self.kernel if stride is None else _pair(stride)
+        self.padding = _pair(padding)
+        self.ceil_mode, self.count_include_pad = bool(ceil_mode), bool(count_include_pad)
+
+    def forward(self, ops, x):
+        return ops.avg_pool2d(x, self.kernel, self.stride, self.padding, self.ceil_mode, self.count_include_pad)
+
+
 # =========================================================================== SE blocks
 class SqueezeExcite(Module):
     """Channel SE (cSE, Hu et al.): squeeze -> excite (FC, act, FC, gate) -> scale.

@@ -24,10 +24,10 @@ class PaperRow(NamedTuple):
 
 
 #: Hu et al., SENet (TPAMI), the complexity columns of Tables 2, 3 and 7 (../shared/paper/README.md).
-#: Table 2's models are the original Caffe layouts (stride in the first 1x1 conv): se_multi's
-#: ``legacy_seresnet*``. Its baselines are the same graphs without SE; se_multi registers no
-#: Caffe-layout plain ResNet, so they are counted as the SE model less its SE blocks (exact:
-#: removing SE leaves the plain graph; ``test_info`` checks it against ``resnet50``).
+#: Table 2's models are the original Caffe layouts (the ResNets stride in the first 1x1 conv, the
+#: ResNeXts in the 3x3): se_multi's ``legacy_seresnet*`` and ``legacy_seresnext*``. Its baselines
+#: are the same graphs without SE, counted as the SE model less its SE blocks (exact: removing SE
+#: leaves the plain graph; ``test_info`` checks it against ``resnet50`` and the ``*_plain`` twins).
 PAPER = (
     PaperRow("2", "ResNet-50", "legacy_seresnet50", {}, 3.86, None, without_se=True),
     PaperRow("2", "SE-ResNet-50", "legacy_seresnet50", {}, 3.87, None),
@@ -35,8 +35,12 @@ PAPER = (
     PaperRow("2", "SE-ResNet-101", "legacy_seresnet101", {}, 7.60, None),
     PaperRow("2", "ResNet-152", "legacy_seresnet152", {}, 11.30, None, without_se=True),
     PaperRow("2", "SE-ResNet-152", "legacy_seresnet152", {}, 11.32, None),
-    PaperRow("2", "ResNeXt-50 (32x4d)", "seresnext50_32x4d", {}, 4.24, None, without_se=True),
-    PaperRow("2", "SE-ResNeXt-50 (32x4d)", "seresnext50_32x4d", {}, 4.25, None),
+    PaperRow("2", "ResNeXt-50 (32x4d)", "legacy_seresnext50_32x4d", {}, 4.24, None, without_se=True),
+    PaperRow("2", "SE-ResNeXt-50 (32x4d)", "legacy_seresnext50_32x4d", {}, 4.25, None),
+    PaperRow("2", "ResNeXt-101 (32x4d)", "legacy_seresnext101_32x4d", {}, 7.99, None, without_se=True),
+    PaperRow("2", "SE-ResNeXt-101 (32x4d)", "legacy_seresnext101_32x4d", {}, 8.00, None),
+    # not in Table 2: the paper gives no complexity for SENet-154 (the ILSVRC 2017 winner); se_multi's count
+    PaperRow("2", "SENet-154", "legacy_senet154", {}, None, None),
     PaperRow("3", "MobileNet", "mobilenetv1_100", {}, 0.569, 4.2),
     PaperRow("3", "SE-MobileNet", "se_mobilenetv1_100", {}, 0.572, 4.7),
     PaperRow("7", "SE-ResNet-50, r = 4", "legacy_seresnet50", {"reduction": 4}, None, 35.7),
@@ -68,10 +72,15 @@ ABLATIONS = (
     ("no excitation biases", {"se_bias": False}),
 )
 
+#: notes printed under the tables, by the se_multi model a row counts
 _NOTES = {
-    "seresnext": "timm layout. The Caffe SE-ResNeXt (Cadene's `se_resnext*_32x4d`) also strides in the "
-                 "3x3 conv and has the same SE widths at r = 16, so it costs the same: only key names and "
-                 "the stem pool's padding convention differ (56x56 either way at 224x224)",
+    "legacy_seresnext50_32x4d": "the Caffe SE-ResNeXt (Cadene's `se_resnext*_32x4d`) strides in the 3x3 conv "
+                                "like timm's `seresnext*_32x4d` and has the same SE widths at r = 16, so the two "
+                                "layouts cost the same: only key names and the stem pool's padding convention "
+                                "differ (56x56 either way at 224x224)",
+    "legacy_senet154": "SENet-154 is not in Table 2 and the paper gives no complexity figure for it: the row "
+                       "is se_multi's count alone (64x4d grouped bottlenecks with the first 1x1 conv at half "
+                       "width, a 3-conv 3x3 stem, 3x3 shortcut convs; timm's `senet154` costs the same)",
 }
 
 
@@ -120,7 +129,7 @@ def paper_tables(input_size=(224, 224)) -> str:
             ref_name = f"`{name}`" + (f" ({_kwargs_text(kwargs)})" if kwargs else "") + (
                 " less SE" if row.without_se else "")
             notes += [f"`{name}`: {note}." for key, note in _NOTES.items()
-                      if key in name and f"`{name}`: {note}." not in notes]
+                      if key == name and f"`{name}`: {note}." not in notes]
             info, why = _try_info(name, kwargs, input_size)
             if info is None:
                 out.append(f"| {label} | {ref_name} | " + " | ".join(["n/a"] * (len(header) - 3))
@@ -128,7 +137,9 @@ def paper_tables(input_size=(224, 224)) -> str:
                 continue
             info = without_se(info) if row.without_se else info
             g, m = paper_flops(info) / 1e9, info["params"] / 1e6
-            if table == "2":
+            if table == "2" and gflops is None:
+                cells = ["-", f"{g:.3f}", "no paper figure", f"{m:.2f}"]
+            elif table == "2":
                 cells = [f"{gflops:.2f}", f"{g:.3f}", _diff(g, gflops, "G", 3), f"{m:.2f}"]
             elif table == "3":
                 cells = [f"{gflops * 1e3:.0f}", f"{g * 1e3:.1f}", _diff(g * 1e3, gflops * 1e3, "M", 1),

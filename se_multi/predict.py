@@ -1,63 +1,115 @@
-"""Classifying images (top-k ImageNet labels) or segmenting them (class-map PNG); ``se-multi predict``
-(:mod:`se_multi.cli.predict`) is its command line.
+"""Classifying images (top-k ImageNet labels) or segmenting them (class-map PNG), one image or a
+hundred thousand; ``se-multi predict`` (:mod:`se_multi.cli.predict`) is its command line and
+:func:`predict_batch` its Python form.
 
-Each image is preprocessed with the pretrained config of the weights (``--pretrained-cfg``,
-else the tag a hub id names, else the model's default tag; see :mod:`se_multi.pretrained`),
-run through the model, and reported per image:
+Sources (:func:`expand_sources`): image files, folders (recursive, by extension), globs
+(``photos/**/*.jpg``) and ``@list.txt`` (one source per line, relative to the list file's
+folder; blank lines and ``#`` comments ignored). An ``.npy`` source is an already-preprocessed
+NCHW float array given to the model as is (the model's input checks apply).
+
+Each image is preprocessed with the pretrained config of the weights (``pretrained_cfg``, else
+the tag a hub id names, else the model's default tag; see :mod:`se_multi.pretrained`), batched
+``batch_size`` at a time, run, and reported per image as a :class:`Prediction`:
 
 - classifier (output N x K): softmax, top-k classes with probabilities; ImageNet labels
-  when K is 1000, ``class <k>`` otherwise.
+  when K is 1000, ``class <k>`` otherwise;
 - segmentation model (output N x K x H x W): the class map, argmax over K (K = 1: the
-  binary map ``logit > 0``), sized like the network input (``input_size`` of the config,
-  after resize and centre crop, not the original image size). ``--output mask.png``
-  writes it as a palette PNG whose pixel values are the class ids; with several
-  images, ``{stem}`` / ``{index}`` in the name are filled in, otherwise ``_<index>`` is
-  appended. The report lists the classes by the fraction of pixels they cover.
+  binary map ``logit > 0``), sized like the network input; with ``output_dir`` it is written
+  there as a palette PNG whose pixel values are the class ids, named after the image. The
+  report lists the classes by the fraction of pixels they cover;
+- an image that cannot be read or run: a :class:`Prediction` with ``error`` (its path and the
+  reason); the run goes on.
 
-An ``.npy`` argument is taken as an already-preprocessed NCHW float array and given to the
-model as is (the model's input checks apply: rank, channels, dtype, layout, NaN/Inf).
+Pipeline: a small thread pool decodes and preprocesses the next images while the model runs
+the current batch (Pillow and NumPy release the GIL), at most ``batch_size * (prefetch + 1)``
+images ahead, so memory stays bounded however many images there are. Results are yielded in
+input order, as each batch completes.
 
-Without ``--weights`` the model gets the deterministic seeded weights (offline demo);
-the predictions are then meaningless, which a one-line note on stderr says.
+Without weights the model gets the deterministic seeded weights (offline demo); the
+predictions are then meaningless, which the command line says on stderr.
 """
 
 from __future__ import annotations
 
+import collections
+import glob
+import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from se_multi.files import atomic_output
-from se_multi.pretrained import PretrainedCfg, get_config, imagenet_labels, tag_from_weights
 from se_multi.preprocess import ImageError, preprocess
+from se_multi.pretrained import PretrainedCfg, get_config, imagenet_labels, tag_from_weights
+
+#: file extensions a folder or glob contributes (case-insensitive)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+INPUT_EXTENSIONS = (*IMAGE_EXTENSIONS, ".npy")
+#: batches decoded ahead of the model
+PREFETCH_BATCHES = 2
+#: columns of the tabular outputs (CSV, Parquet): one row per (image, rank), or one error row
+ROW_FIELDS = ("image", "rank", "class", "label", "prob", "fraction", "mask", "error")
 
 
 @dataclass
 class Prediction:
     """One image's result. ``topk``: ``[(class, label, probability)]`` (classifier) or
-    ``[(class, label, pixel fraction)]`` (segmentation, with ``class_map``)."""
+    ``[(class, label, pixel fraction)]`` (segmentation, with ``class_map``); or ``error``."""
 
     source: str
-    topk: list[tuple[int, str, float]]
+    topk: list[tuple[int, str, float]] = field(default_factory=list)
     class_map: np.ndarray | None = None
     mask_path: str | None = None
-    extra: dict = field(default_factory=dict)
+    error: str | None = None
+    segmentation: bool = False
+    #: the exception behind ``error`` (not serialised): what :func:`predict` re-raises
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_segmentation(self) -> bool:
-        return self.class_map is not None
+        return self.segmentation or self.class_map is not None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
     def to_json(self) -> dict:
+        """``{"image", "topk": [{"rank", "class", "label", "prob"|"fraction"}]}`` (segmentation
+        adds ``mask`` and ``mask_size``), or ``{"image", "error"}``."""
+        if self.error is not None:
+            return {"image": self.source, "error": self.error}
         key = "fraction" if self.is_segmentation else "prob"
         out: dict[str, Any] = {"image": self.source,
                                "topk": [{"rank": r + 1, "class": k, "label": lab, key: p}
                                         for r, (k, lab, p) in enumerate(self.topk)]}
         if self.is_segmentation:
             out["mask"] = self.mask_path
-            out["mask_size"] = list(self.class_map.shape)
+            if self.class_map is not None:
+                out["mask_size"] = list(self.class_map.shape)
         return out
+
+    def to_rows(self) -> list[dict]:
+        """The tabular form (:data:`ROW_FIELDS`): one row per rank, or one error row."""
+        empty = dict.fromkeys(ROW_FIELDS)
+        if self.error is not None:
+            return [{**empty, "image": self.source, "error": self.error}]
+        key = "fraction" if self.is_segmentation else "prob"
+        return [{**empty, "image": self.source, "rank": r + 1, "class": k, "label": lab, key: p,
+                 "mask": self.mask_path} for r, (k, lab, p) in enumerate(self.topk)]
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Prediction":
+        if "error" in obj:
+            return cls(obj["image"], error=obj["error"])
+        topk = obj["topk"]
+        segmentation = bool(topk) and "fraction" in topk[0] or "mask" in obj
+        key = "fraction" if segmentation else "prob"
+        return cls(obj["image"], [(t["class"], t["label"], t[key]) for t in topk], mask_path=obj.get("mask"),
+                   segmentation=segmentation)
 
 
 # ------------------------------------------------------------------------------ maths
@@ -84,7 +136,7 @@ def class_map(output: np.ndarray) -> np.ndarray:
     return np.argmax(output, axis=0)
 
 
-def write_mask(path: str, classes: np.ndarray) -> None:
+def write_mask(path: str | os.PathLike, classes: np.ndarray) -> None:
     """A class map as a PNG whose pixel values are the class ids (a palette PNG for up to 256
     classes, so viewers show colours and ``np.array(Image.open(path))`` gives the ids back;
     16-bit grayscale beyond that)."""
@@ -102,34 +154,80 @@ def write_mask(path: str, classes: np.ndarray) -> None:
         img.save(tmp, format="PNG")
 
 
-def mask_paths(template: str, names: Sequence[str]) -> list[str]:
-    """One output path per input: the template itself for one input, else ``{stem}``/``{index}``
-    filled in, else ``_<index>`` appended to the stem."""
-    if len(names) == 1 and "{" not in template:
-        return [template]
-    root, ext = os.path.splitext(template)
-    out = []
-    for i, name in enumerate(names):
-        stem = os.path.splitext(os.path.basename(name))[0]
-        if "{stem}" in template or "{index}" in template:
-            out.append(template.format(stem=stem, index=i))
+def interpret(source: str, y: np.ndarray, topk: int) -> Prediction:
+    """One image's model output -> its :class:`Prediction` (top-k classes, or the class map)."""
+    if not np.isfinite(y).all():  # e.g. a float16 overflow inside the network
+        return Prediction(source, error="the model's output holds NaN or Inf (float16 overflow? try float32)")
+    if y.ndim == 1:
+        labels = class_labels(y.shape[0])
+        return Prediction(source, top_classes(softmax(y), topk, labels))
+    if y.ndim == 3:
+        classes = class_map(y)
+        num_classes = max(y.shape[0], 2)
+        fractions = np.bincount(classes.reshape(-1), minlength=num_classes) / classes.size
+        present = [c for c in top_classes(fractions, num_classes, class_labels(num_classes)) if c[2] > 0]
+        return Prediction(source, present[:topk], class_map=classes, segmentation=True)
+    raise RuntimeError(f"model output per image has shape {y.shape}; expected (K,) logits or (K, H, W) segmentation")
+
+
+# ------------------------------------------------------------------------------ sources
+def _is_input(path: str) -> bool:
+    return path.lower().endswith(INPUT_EXTENSIONS)
+
+
+def expand_sources(sources: Iterable[str | os.PathLike] | str | os.PathLike) -> list[str]:
+    """Files (existing or not: a missing one becomes an error result), folders (recursive,
+    sorted), globs and ``@list.txt`` -> the image paths, in order, each once. A folder, glob or
+    list that yields nothing is an error: it is almost always a typo."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    out: list[str] = []
+    for source in sources:
+        text = os.fspath(source)
+        if text.startswith("@"):
+            out += _listed(text[1:])
+        elif os.path.isdir(text):
+            found = sorted(os.path.join(root, f) for root, _, files in os.walk(text) for f in files if _is_input(f))
+            if not found:
+                raise ValueError(f"{text}: no images in this folder (looked for {', '.join(INPUT_EXTENSIONS)})")
+            out += found
+        elif glob.has_magic(text):
+            found = sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p) and _is_input(p))
+            if not found:
+                raise ValueError(f"no image files match {text!r}")
+            out += found
         else:
-            out.append(f"{root}_{i}{ext}")
-    if len(set(out)) != len(out):
-        raise ValueError(f"--output {template!r} gives the same file for several images; use {{index}} in it")
-    return out
+            out.append(text)
+    return list(dict.fromkeys(out))
+
+
+def _listed(list_path: str) -> list[str]:
+    try:
+        lines = Path(list_path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ValueError(f"@{list_path}: cannot read the list of images ({exc.strerror or exc})") from None
+    base = os.path.dirname(list_path)
+    entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not entries:
+        raise ValueError(f"@{list_path}: the list is empty")
+    return expand_sources(e if os.path.isabs(e) or e.startswith("@") else os.path.join(base, e) for e in entries)
+
+
+def mask_names(paths: Sequence[str]) -> dict[str, str]:
+    """Each image's mask file name: ``<stem>.png``, or ``<stem>-<8 hex>.png`` where stems collide
+    (the hash of the path, so a name never depends on which images a run skips)."""
+    stems = collections.Counter(Path(p).stem for p in paths)
+    return {p: f"{Path(p).stem}.png" if stems[Path(p).stem] == 1 else
+            f"{Path(p).stem}-{hashlib.sha1(os.path.abspath(p).encode()).hexdigest()[:8]}.png" for p in paths}
 
 
 # ------------------------------------------------------------------------------ inputs
-def load_inputs(sources: Sequence[str], cfg: PretrainedCfg) -> list[tuple[str, np.ndarray]]:
-    """``[(name, NCHW array)]``: images preprocessed with ``cfg``; ``.npy`` files as stored."""
-    inputs = []
-    for src in sources:
-        if str(src).lower().endswith(".npy"):
-            inputs.append((str(src), _load_npy(src)))
-        else:
-            inputs.append((str(src), preprocess(src, cfg)))
-    return inputs
+def load_input(path: str, cfg: PretrainedCfg) -> list[tuple[str, np.ndarray]]:
+    """``[(name, NCHW array)]`` for one source: an image (one 1x3xHxW array), or an ``.npy`` batch
+    (named ``path[i]`` per image when it holds several)."""
+    if path.lower().endswith(".npy"):
+        return [(path, _load_npy(path))]
+    return [(path, preprocess(path, cfg))]
 
 
 def _load_npy(path: str) -> np.ndarray:
@@ -148,55 +246,120 @@ def resolve_config(model_name: str, pretrained_cfg: str | PretrainedCfg | None =
 
 
 # ------------------------------------------------------------------------------ running
-def predict_arrays(model, inputs: Sequence[tuple[str, np.ndarray]], topk: int = 5) -> list[Prediction]:
-    """Run ``model`` on each NCHW array and turn the outputs into :class:`Prediction`s."""
-    if topk < 1:
-        raise ValueError(f"topk must be >= 1; got {topk}")
-    results = []
-    for name, x in inputs:
-        y = np.asarray(model.predict_numpy(x), np.float64)
-        if not np.isfinite(y).all():  # e.g. a float16 overflow inside the network
-            raise ValueError(f"{name}: the model's output holds NaN or Inf ({model.name} on {model.ops!r}); "
-                             "try float32")
-        for i in range(y.shape[0]):
-            source = name if y.shape[0] == 1 else f"{name}[{i}]"
-            results.append(_interpret(source, y[i]))
-    for r in results:
-        r.topk = r.topk[:topk]
-    return results
+def _error(source: str, exc: BaseException) -> Prediction:
+    return Prediction(source, error=" ".join(str(exc).split()) or type(exc).__name__, exception=exc)
 
 
-def _interpret(source: str, y: np.ndarray) -> Prediction:
-    if y.ndim == 1:
-        labels = class_labels(y.shape[0])
-        return Prediction(source, top_classes(softmax(y), y.shape[0], labels))
-    if y.ndim == 3:
-        classes = class_map(y)
-        num_classes = max(y.shape[0], 2)
-        fractions = np.bincount(classes.reshape(-1), minlength=num_classes) / classes.size
-        present = top_classes(fractions, num_classes, class_labels(num_classes))
-        return Prediction(source, [c for c in present if c[2] > 0], class_map=classes)
-    raise RuntimeError(f"model output per image has shape {y.shape}; expected (K,) logits or (K, H, W) segmentation")
+def _positive_int(name: str, value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+    return value
 
 
-def prepare(images: Sequence[str], model: str, weights: str | None = None, pretrained_cfg: str | None = None,
-            backend: Any = "auto", dtype: str = "float32", device: str | None = None, seed: int = 0):
-    """Check the names, load the inputs, then build the model (cheap failures first)
-    -> ``(config, [(name, NCHW array)], Model)``."""
-    from se_multi.models import create_model, list_models
+class Runner:
+    """A model and its preprocessing, turning batches of arrays into predictions (the part a
+    Ray actor holds too); masks go to ``output_dir`` under :func:`mask_names`."""
 
-    if model not in list_models():
-        raise ValueError(f"unknown model {model!r}; known models: {', '.join(list_models())}")
-    cfg = resolve_config(model, pretrained_cfg, weights)
-    inputs = load_inputs(images, cfg)
-    net = create_model(model, weights=weights, backend=backend, dtype=dtype, device=device, seed=seed)
-    return cfg, inputs, net
+    def __init__(self, model, cfg: PretrainedCfg, topk: int = 5, output_dir: str | None = None,
+                 mask_files: dict[str, str] | None = None):
+        self.model, self.cfg, self.topk = model, cfg, _positive_int("topk", topk)
+        self.output_dir, self.mask_files = output_dir, mask_files or {}
+
+    def run(self, batch: list[tuple[str, np.ndarray]]) -> list[Prediction]:
+        """Predictions for ``[(name, NCHW array)]``, one model call for the whole batch; a failed
+        call fails each image of the batch, with the reason."""
+        if not batch:
+            return []
+        try:
+            y = np.asarray(self.model.predict_numpy(np.concatenate([x for _, x in batch])), np.float64)
+        except (ValueError, TypeError, OSError, MemoryError) as exc:
+            return [_error(name, exc) for name, _ in batch]
+        names = [f"{name}[{i}]" if len(x) > 1 else name for name, x in batch for i in range(len(x))]
+        results = [interpret(name, out, self.topk) for name, out in zip(names, y)]
+        for r in results:
+            if r.class_map is not None and self.output_dir is not None:
+                r.mask_path = os.path.join(self.output_dir, self.mask_files.get(r.source) or mask_names([r.source])[r.source])
+                write_mask(r.mask_path, r.class_map)
+        return results
+
+
+def iter_batches(paths: Sequence[str], cfg: PretrainedCfg, batch_size: int, threads: int | None = None,
+                 prefetch: int = PREFETCH_BATCHES) -> Iterator[tuple[list[tuple[str, np.ndarray]], list[Prediction]]]:
+    """``(batch, errors)`` in input order: batches of up to ``batch_size`` same-shaped arrays, decoded
+    by a thread pool at most ``batch_size * (prefetch + 1)`` images ahead, and the sources that could
+    not be read (as error predictions). A multi-image ``.npy`` is a batch of its own."""
+    threads = threads or min(4, os.cpu_count() or 1)
+    window = batch_size * (prefetch + 1)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="se_multi-decode") as pool:
+        queue: collections.deque = collections.deque()
+        todo = iter(paths)
+
+        def fill():
+            while len(queue) < window:
+                path = next(todo, None)
+                if path is None:
+                    return
+                queue.append((path, pool.submit(load_input, path, cfg)))
+
+        fill()
+        batch: list[tuple[str, np.ndarray]] = []
+        errors: list[Prediction] = []
+        while queue:
+            path, future = queue.popleft()
+            fill()
+            try:
+                units = future.result()
+            except (ValueError, TypeError, OSError, MemoryError) as exc:
+                errors.append(_error(path, exc))
+                continue
+            for name, x in units:
+                shape = getattr(x, "shape", ())
+                if batch and (len(shape) != 4 or shape[0] != 1 or shape != batch[0][1].shape):
+                    yield batch, errors
+                    batch, errors = [], []
+                batch.append((name, x))
+                if len(batch) >= batch_size or len(shape) != 4 or shape[0] != 1:
+                    yield batch, errors
+                    batch, errors = [], []
+        if batch or errors:
+            yield batch, errors
+
+
+def predict_batch(sources, model: Any = "seresnet50", *, weights: str | None = None, backend: Any = "auto",
+                  dtype: str = "float32", device: str | None = None, batch_size: int = 1, topk: int = 5,
+                  pretrained_cfg: str | PretrainedCfg | None = None, seed: int = 0, output_dir: str | None = None,
+                  threads: int | None = None, skip: Iterable[str] = ()) -> Iterator[Prediction]:
+    """Predictions for every source (see the module docstring), yielded as each batch completes,
+    in input order. ``model``: a name (built with ``weights``/``backend``/``dtype``/``device``) or
+    a :class:`~se_multi.models.Model`. Sources in ``skip`` (already done) are left out."""
+    from se_multi.models import Model, create_model, list_models
+
+    _positive_int("batch_size", batch_size)
+    _positive_int("topk", topk)
+    paths = expand_sources(sources)
+    masks = mask_names(paths)
+    skip = set(skip)
+    paths = [p for p in paths if p not in skip]
+    name = model.name if isinstance(model, Model) else model
+    if not isinstance(model, Model) and name not in list_models():
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    cfg = resolve_config(name, pretrained_cfg, weights)
+    net = model if isinstance(model, Model) else create_model(name, weights=weights, backend=backend, dtype=dtype,
+                                                               device=device, seed=seed)
+    runner = Runner(net, cfg, topk, output_dir, masks)
+    for batch, errors in iter_batches(paths, cfg, batch_size, threads):
+        yield from errors
+        yield from runner.run(batch)
 
 
 def predict(images: Sequence[str] | str, model: str = "seresnet50", weights: str | None = None,
             pretrained_cfg: str | None = None, backend: Any = "auto", dtype: str = "float32",
             device: str | None = None, topk: int = 5, seed: int = 0) -> list[Prediction]:
-    """Python form of ``se-multi predict``: image paths (or ``.npy`` NCHW arrays) -> predictions."""
-    images = [images] if isinstance(images, (str, os.PathLike)) else list(images)
-    _, inputs, net = prepare(images, model, weights, pretrained_cfg, backend, dtype, device, seed)
-    return predict_arrays(net, inputs, topk)
+    """Every prediction as a list (:func:`predict_batch` one image at a time); an image that
+    cannot be read raises its error here (a script asking for one image wants the exception)."""
+    results = list(predict_batch(images, model, weights=weights, backend=backend, dtype=dtype, device=device,
+                                 topk=topk, pretrained_cfg=pretrained_cfg, seed=seed))
+    for r in results:
+        if r.error is not None:
+            raise r.exception if r.exception is not None else ValueError(r.error)
+    return results

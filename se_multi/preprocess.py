@@ -55,14 +55,19 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise ImageError(f"image not found: {path}")
     if os.path.isdir(path):
         raise ImageError(f"{path}: is a directory, expected an image file")
+    return decode_image(path, path)
+
+
+def decode_image(source, name: str) -> Image.Image:
+    """Fully decode ``source`` (a path or a binary file object) as RGB; failures name ``name``."""
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             img.load()  # decode now, so a truncated file fails here rather than halfway through resize
             return img.convert("RGB")
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file Pillow can read (PNG, JPEG, ...)") from None
+        raise ImageError(f"{name}: not an image file Pillow can read (PNG, JPEG, ...)") from None
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, zlib.error... for corrupt data
-        raise ImageError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from None
+        raise ImageError(f"{name}: cannot decode image ({type(exc).__name__}: {exc})") from None
 
 
 def _as_rgb(image: ImageLike) -> Image.Image:

@@ -15,12 +15,13 @@ Tags that timm does not publish:
   eval transform (resize 256 bilinear, crop 224, ImageNet mean/std) for torchvision
   checkpoints loaded into se_multi's MobileNetV3.
 - ``*.untrained``: models with no published ImageNet weights (timm's own ``untrained``
-  configs for SE-ResNet-101/152; the paper's SE-MobileNet, which timm lacks, gets
+  configs for SE-ResNet-18/34/50-T/101/152/200-D/269-D; the SE-overhead twins
+  ``legacy_*_plain`` get their SE model's ``_cfg``; the paper's SE-MobileNet, which timm lacks, gets
   timm's MobileNetV1 defaults; the scSE U-Net gets segmentation_models_pytorch's
   ``se_resnet50`` encoder normalisation with a 224 input, divisible by 32 as the U-Net needs).
 
 ``hub_id`` is ``timm/<tag>`` where timm names the Hugging Face hub as the weights'
-source (``hf_hub_id='timm/'``); the legacy (Cadene) SE-ResNets have only the GitHub
+source (``hf_hub_id='timm/'``); the legacy (Caffe/Cadene) models have only the GitHub
 release ``url`` in timm 1.0.31, and torchvision/untrained tags have no hub id.
 
 ImageNet-1k labels (``se_multi/data/imagenet_labels.txt``, one per line in class-index
@@ -92,26 +93,58 @@ _R = dict(interpolation="bicubic", crop_pct=0.95)                    # _rcfg
 _R3 = dict(interpolation="bicubic", crop_pct=0.95, input_size=(3, 160, 160))  # _r3cfg
 _INCEPTION = dict(mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD)
 
+_LEGACY_URL = f"{_RELEASES}/v0.1-weights"  # timm's re-hosted SENet release weights (senet.py)
+
+
+def _legacy(tag: str, url: str, **kw) -> PretrainedCfg:
+    """A ``legacy_*`` tag (senet.py: ``_cfg``, bilinear 0.875, ImageNet mean/std): only a release url."""
+    return PretrainedCfg(tag, url=url, license="apache-2.0", **kw)
+
+
 _CFGS: tuple[PretrainedCfg, ...] = (
     # SE-ResNet, timm layout (resnet.py); a1/a2 use _rcfg, a3 _r3cfg, each with crop_pct=0.95
     _timm("seresnet50.a1_in1k", **_R),
     _timm("seresnet50.a2_in1k", **_R),
     _timm("seresnet50.a3_in1k", **_R3),
     _timm("seresnet50.ra2_in1k", **_TT),
+    PretrainedCfg("seresnet18.untrained", **_TT),
+    PretrainedCfg("seresnet34.untrained", **_TT),
+    PretrainedCfg("seresnet50t.untrained", **_TT),
     PretrainedCfg("seresnet101.untrained", **_TT),
     PretrainedCfg("seresnet152.untrained", **_TT),
+    # ResNet-D models: _ttcfg with a 256 input (seresnet152d.ra2_in1k also crop_pct=0.95)
+    _timm("seresnet152d.ra2_in1k", interpolation="bicubic", input_size=(3, 256, 256), crop_pct=0.95),
+    PretrainedCfg("seresnet200d.untrained", interpolation="bicubic", input_size=(3, 256, 256)),
+    PretrainedCfg("seresnet269d.untrained", interpolation="bicubic", input_size=(3, 256, 256)),
+    # SE-ResNeXt, timm layout: _ttcfg (bt, racm), _rcfg (ah), _gcfg (gluon: bicubic 0.875)
+    _timm("seresnext26d_32x4d.bt_in1k", **_TT),
+    _timm("seresnext26t_32x4d.bt_in1k", **_TT),
     _timm("seresnext50_32x4d.racm_in1k", **_TT),
     _timm("seresnext50_32x4d.gluon_in1k", **_TT),
+    _timm("seresnext101_32x4d.gluon_in1k", **_TT),
+    PretrainedCfg("seresnext101_32x4d.untrained", **_TT),
+    _timm("seresnext101_32x8d.ah_in1k", **_R),
+    _timm("seresnext101d_32x8d.ah_in1k", **_R),
+    _timm("seresnext101_64x4d.gluon_in1k", **_TT),
+    _timm("senet154.gluon_in1k", **_TT),
     # the ResNet-50 baseline
     _timm("resnet50.a1_in1k", **_R),
     _timm("resnet50.tv_in1k", license="bsd-3-clause"),  # torchvision's weights: plain _cfg (bilinear 0.875)
-    # SE-ResNet, original Caffe/Cadene layout (senet.py: _cfg, bilinear 0.875; no hub id in timm)
-    PretrainedCfg("legacy_seresnet50.in1k", url=f"{_RELEASES}/v0.1-cadene/se_resnet50-ce0d4300.pth",
-                  license="apache-2.0"),
-    PretrainedCfg("legacy_seresnet101.in1k", url=f"{_RELEASES}/v0.1-cadene/se_resnet101-7e38fcc6.pth",
-                  license="apache-2.0"),
-    PretrainedCfg("legacy_seresnet152.in1k", url=f"{_RELEASES}/v0.1-cadene/se_resnet152-d17c99b7.pth",
-                  license="apache-2.0"),
+    # SE-ResNet/ResNeXt and SENet-154, original Caffe/Cadene layout (senet.py: _cfg, bilinear 0.875,
+    # no hub id in timm; the Cadene se_resnet* urls, the others timm's re-hosted release weights)
+    _legacy("legacy_senet154.in1k", f"{_LEGACY_URL}/legacy_senet154-e9eb9fe6.pth"),
+    _legacy("legacy_seresnet18.in1k", f"{_LEGACY_URL}/seresnet18-4bb0ce65.pth", interpolation="bicubic"),
+    _legacy("legacy_seresnet34.in1k", f"{_LEGACY_URL}/seresnet34-a4004e63.pth"),
+    _legacy("legacy_seresnet50.in1k", f"{_RELEASES}/v0.1-cadene/se_resnet50-ce0d4300.pth"),
+    _legacy("legacy_seresnet101.in1k", f"{_RELEASES}/v0.1-cadene/se_resnet101-7e38fcc6.pth"),
+    _legacy("legacy_seresnet152.in1k", f"{_RELEASES}/v0.1-cadene/se_resnet152-d17c99b7.pth"),
+    _legacy("legacy_seresnext26_32x4d.in1k", f"{_LEGACY_URL}/seresnext26_32x4d-65ebdb501.pth",
+            interpolation="bicubic"),
+    _legacy("legacy_seresnext50_32x4d.in1k", f"{_LEGACY_URL}/legacy_se_resnext50_32x4d-f3651bad.pth"),
+    _legacy("legacy_seresnext101_32x4d.in1k", f"{_LEGACY_URL}/legacy_se_resnext101_32x4d-37725eac.pth"),
+    # the SE-overhead twins (se_multi's, no weights anywhere): their SE model's eval transform
+    PretrainedCfg("legacy_seresnext101_32x4d_plain.untrained"),
+    PretrainedCfg("legacy_senet154_plain.untrained"),
     # MobileNetV1 (efficientnet.py: _cfg is bicubic 0.875; this tag uses Inception mean/std)
     _timm("mobilenetv1_100.ra4_e3600_r224_in1k", interpolation="bicubic", **_INCEPTION),
     PretrainedCfg("se_mobilenetv1_100.untrained", interpolation="bicubic"),
@@ -134,14 +167,35 @@ PRETRAINED_CFGS: dict[str, PretrainedCfg] = {c.tag: c for c in _CFGS}
 #: model name -> the tag ``preprocess(image, model_name)`` and ``se-multi predict`` use
 #: (timm's default: the first tag it lists for the model)
 DEFAULT_TAGS: dict[str, str] = {
+    "seresnet18": "seresnet18.untrained",
+    "seresnet34": "seresnet34.untrained",
     "seresnet50": "seresnet50.a1_in1k",
+    "seresnet50t": "seresnet50t.untrained",
     "seresnet101": "seresnet101.untrained",
     "seresnet152": "seresnet152.untrained",
+    "seresnet152d": "seresnet152d.ra2_in1k",
+    "seresnet200d": "seresnet200d.untrained",
+    "seresnet269d": "seresnet269d.untrained",
+    "seresnext26d_32x4d": "seresnext26d_32x4d.bt_in1k",
+    "seresnext26t_32x4d": "seresnext26t_32x4d.bt_in1k",
     "seresnext50_32x4d": "seresnext50_32x4d.racm_in1k",
+    "seresnext101_32x4d": "seresnext101_32x4d.gluon_in1k",  # timm lists a tag with weights first
+    "seresnext101_32x8d": "seresnext101_32x8d.ah_in1k",
+    "seresnext101d_32x8d": "seresnext101d_32x8d.ah_in1k",
+    "seresnext101_64x4d": "seresnext101_64x4d.gluon_in1k",
+    "senet154": "senet154.gluon_in1k",
     "resnet50": "resnet50.a1_in1k",
+    "legacy_senet154": "legacy_senet154.in1k",
+    "legacy_seresnet18": "legacy_seresnet18.in1k",
+    "legacy_seresnet34": "legacy_seresnet34.in1k",
     "legacy_seresnet50": "legacy_seresnet50.in1k",
     "legacy_seresnet101": "legacy_seresnet101.in1k",
     "legacy_seresnet152": "legacy_seresnet152.in1k",
+    "legacy_seresnext26_32x4d": "legacy_seresnext26_32x4d.in1k",
+    "legacy_seresnext50_32x4d": "legacy_seresnext50_32x4d.in1k",
+    "legacy_seresnext101_32x4d": "legacy_seresnext101_32x4d.in1k",
+    "legacy_seresnext101_32x4d_plain": "legacy_seresnext101_32x4d_plain.untrained",
+    "legacy_senet154_plain": "legacy_senet154_plain.untrained",
     "mobilenetv1_100": "mobilenetv1_100.ra4_e3600_r224_in1k",
     "se_mobilenetv1_100": "se_mobilenetv1_100.untrained",
     "mobilenetv3_large_100": "mobilenetv3_large_100.ra_in1k",

@@ -24,6 +24,12 @@ FIXTURE_MODELS = {
     "mobilenetv3_large_100": "mobilenetv3_large_100",
     "torchvision.mobilenet_v3_large": "mobilenetv3_large_100",
     "smp.unet_se_resnet50_scse": "unet_se_resnet50_scse",
+    "legacy_senet154": "legacy_senet154",
+    "legacy_seresnet18": "legacy_seresnet18",
+    "legacy_seresnext50_32x4d": "legacy_seresnext50_32x4d",
+    "seresnet152d": "seresnet152d",
+    "seresnext26t_32x4d": "seresnext26t_32x4d",
+    "seresnext101_32x8d": "seresnext101_32x8d",
 }
 
 

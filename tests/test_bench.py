@@ -47,6 +47,45 @@ def test_bench_cli_offline_table_json_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_benchmark_suite_takes_any_registered_model():
+    """SE_MULTI_BENCH_MODELS swaps the whole-model benchmark's models (here a small member of the
+    SE-ResNet family, the Caffe SE-ResNet-18)."""
+    env = dict(os.environ, SE_MULTI_BENCH_SIZE="32", SE_MULTI_BENCH_MODELS="legacy_seresnet18")
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks/test_models.py", "-q", "-p", "no:cacheprovider",
+         "--benchmark-disable", "-k", "numpy and 1-float32", "-rA"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "PASSED benchmarks/test_models.py::test_model_latency[numpy-legacy_seresnet18-1-float32]" in out.stdout
+    assert "seresnet50" not in out.stdout
+
+
+def test_bench_se_overhead_of_the_family_against_its_plain_twin():
+    """`se-multi bench` on SE-ResNeXt-101 (Caffe layout) and its SE-free twin: the overhead is their
+    ratio on the same backend (only the SE models with a twin in the run get one)."""
+    rows = bench.run_bench(["numpy"], ["legacy_seresnext101_32x4d", "legacy_seresnext101_32x4d_plain"],
+                           input_size=(32, 32), budget_s=0, min_runs=1)
+    by_model = {r.model: r for r in rows}
+    se, plain = by_model["legacy_seresnext101_32x4d"], by_model["legacy_seresnext101_32x4d_plain"]
+    assert not se.error and not plain.error
+    assert se.se_overhead == pytest.approx(se.median_ms / plain.median_ms) and plain.se_overhead is None
+    assert se.max_rel_err < 1e-4 and se.top1_agreement == 1.0
+
+
+
+def test_every_se_baseline_is_its_model_less_se():
+    """Each twin in SE_BASELINES is a registered model with exactly its SE model's non-SE parameters."""
+    from se_multi.info import model_info
+
+    assert {"legacy_senet154", "legacy_seresnext101_32x4d"} <= set(bench.SE_BASELINES)
+    for se_model, twin in bench.SE_BASELINES.items():
+        se, plain = model_info(se_model, (64, 64)), model_info(twin, (64, 64))
+        assert se["se_params"] > 0 and plain["se_params"] == 0
+        assert plain["params"] == se["params"] - se["se_params"], (se_model, twin)
+        assert plain["macs"] == se["macs"] - se["se_macs"], (se_model, twin)
+
+
 def test_metrics_catch_disagreement():
     """bench and validate share one metric (se_multi.metrics): written out by hand here."""
     ref = np.array([[0.0, 1.0, 2.0], [3.0, 1.0, 0.0]])

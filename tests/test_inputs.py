@@ -19,6 +19,7 @@ from _parity import expected, peer_input, peer_state, rel_err
 from conftest import require_backend
 from se_multi import cli, hub
 from se_multi.checkpoint import resolve_weights
+from se_multi.files import json_text
 from se_multi.models import build_model, create_model
 from se_multi.nn import StateDictError
 
@@ -276,10 +277,16 @@ def test_non_arrays_are_refused_clearly(small_model, bad, error, message):
     (dict(backend="numpy", seed="x"), TypeError, "seed must be a non-negative int; got 'x'"),
     (dict(backend="numpy", weights=3), TypeError, "weights must be a checkpoint path or a hub id"),
     (dict(backend="numpy", device=0), ValueError, "numpy backend runs on device 'cpu' only; got device=0"),
+    (dict(backend="numpy", bn_eps="1e-3"), ValueError, "bn_eps must be a positive number; got '1e-3'"),
 ])
 def test_bad_options_are_refused_clearly(kwargs, error, message):
     with pytest.raises(error, match=message):
         create_model("mobilenetv3_small_100", **kwargs)
+
+
+def test_model_option_types():
+    with pytest.raises(TypeError, match="se_bias must be True or False; got 'no'"):
+        create_model("seresnet50", backend="numpy", se_bias="no")
 
 
 def test_backend_option_types(cpu_backend):
@@ -340,7 +347,7 @@ def test_library_errors_are_input_errors():
 
 
 def test_json_output_is_always_strict_json():
-    text = cli.json_text({"a": float("nan"), "b": [1.0, float("inf")], "c": Path("x")})
+    text = json_text({"a": float("nan"), "b": [1.0, float("inf")], "c": Path("x")})
     assert json.loads(text) == {"a": None, "b": [1.0, None], "c": "x"}
 
 

@@ -47,19 +47,15 @@ def _reference(name, x, **kwargs):
 
 
 # =========================================================================== every model
-#: deeper variants of blocks the 50-layer models already check numerically: export + checker only
-_DEEP = ("101", "152")
-
-
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_exports_checks_and_matches_the_reference(name):
+    """Every model, deep ones included (the ResNet family's names without a parity fixture get
+    their onnxruntime check here): the export's cost is paid anyway, a run at 64x64 adds little."""
     reference = create_model(name, backend="numpy", dtype="float64")  # one bind serves both sides
     proto = build_onnx(reference, input_size=SIZE)
     onnx.checker.check_model(proto, full_check=True)
     inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     assert not any(n.domain for n in inferred.graph.node), "custom-domain op in the graph"
-    if name.endswith(_DEEP):
-        return
     x = _x()
     y, expect = _run(proto, x), reference(x.astype(np.float64))
     assert y.shape == expect.shape

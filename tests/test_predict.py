@@ -142,8 +142,8 @@ def test_predict_on_a_peer_checkpoint_equals_the_peer(capsys, tmp_path, fixture)
 
 # ------------------------------------------------------------------------------ segmentation
 def test_segmentation_mask_png(capsys, images, tmp_path):
-    mask = tmp_path / "mask.png"
-    rc, out, _ = _run(capsys, images[0], "--model", SEGMENTER, "--backend", "numpy", "--output", mask, "--json")
+    mask = tmp_path / f"{images[0].stem}.png"  # --output-dir names each mask after its image
+    rc, out, _ = _run(capsys, images[0], "--model", SEGMENTER, "--backend", "numpy", "--output-dir", tmp_path, "--json")
     assert rc == 0
     result = json.loads(out)["results"][0]
     x = preprocess(images[0], SEGMENTER)
@@ -160,12 +160,12 @@ def test_segmentation_mask_png(capsys, images, tmp_path):
 
 
 def test_segmentation_masks_for_several_images(capsys, images, tmp_path):
-    # a 160x160 config keeps this fast; {stem} names each mask after its image
+    # a 160x160 config keeps this fast; each mask is named after its image
     rc, out, _ = _run(capsys, *images, "--model", SEGMENTER, "--backend", "numpy", "--pretrained-cfg",
-                      "seresnet50.a3_in1k", "--output", tmp_path / "{stem}_mask.png")
+                      "seresnet50.a3_in1k", "--output-dir", tmp_path / "masks", "--batch-size", "2")
     assert rc == 0
     for p in images:
-        with Image.open(tmp_path / f"{p.stem}_mask.png") as img:
+        with Image.open(tmp_path / "masks" / f"{p.stem}.png") as img:
             assert img.size == (160, 160)
 
 
@@ -177,9 +177,9 @@ def test_segmentation_mask_equals_smp_argmax(capsys, tmp_path):
     np.save(tmp_path / "x.npy", peer["x"])
     rc, _, _ = _run(capsys, tmp_path / "x.npy", "--model", SEGMENTER, "--weights",
                     write_peer_checkpoint("smp.unet_se_resnet50_scse", tmp_path), "--backend", "numpy",
-                    "--dtype", "float64", "--output", tmp_path / "mask.png")
+                    "--dtype", "float64", "--output-dir", tmp_path)
     assert rc == 0
-    with Image.open(tmp_path / "mask.png") as img:
+    with Image.open(tmp_path / "x.png") as img:
         assert np.array_equal(np.array(img), peer["logits"][0].argmax(axis=0))
 
 
@@ -222,8 +222,9 @@ def _other_models_checkpoint(tmp_path):
     return path
 
 
-# (id, argv builder (tmp_path, images) -> CLI args, expected message)
-BAD_CLI = [
+# An input that cannot be read or run is one error row, named by its path; the run goes on and
+# exits 1. (id, argv builder (tmp_path, images) -> CLI args, expected error)
+BAD_IMAGE = [
     ("missing-file", lambda t, im: [t / "nope.png"], "image not found: .*nope.png"),
     ("not-an-image", lambda t, im: [_text(t, "notes.png")], "notes.png: not an image file"),
     ("corrupt-image", lambda t, im: [_truncated(t, im)], "truncated.png: cannot decode image"),
@@ -235,17 +236,37 @@ BAD_CLI = [
     ("nhwc", lambda t, im: [_npy(t, "nhwc.npy", _x((1, 32, 32, 3)))], "looks NHWC"),
     ("nan", lambda t, im: [_npy(t, "nan.npy", _with(np.nan))], "NaN or Inf"),
     ("inf", lambda t, im: [_npy(t, "inf.npy", _with(np.inf))], "NaN or Inf"),
+]
+# A bad command line, model, tag, checkpoint or output: one line, exit 3, before any image runs.
+BAD_CLI = [
     ("unknown-model", lambda t, im: [im[0], "--model", "seresnet5O"],
      "unknown model 'seresnet5O'; known models: .*seresnet50"),
     ("unknown-tag", lambda t, im: [im[0], "--pretrained-cfg", "seresnet50.b9_in1k"],
      "unknown pretrained config 'seresnet50.b9_in1k'; known tags: .*seresnet50.a1_in1k"),
     ("bad-topk", lambda t, im: [im[0], "--topk", "0"], "--topk must be >= 1"),
-    ("output-for-classifier", lambda t, im: [im[0], "--output", t / "m.png"], "segmentation class map"),
+    ("bad-batch-size", lambda t, im: [im[0], "--batch-size", "0"], "--batch-size must be >= 1"),
+    ("mask-as-output", lambda t, im: [im[0], "--output", t / "m.png"],
+     r"results are written as .jsonl, .csv, .parquet \(segmentation masks go to --output-dir DIR\)"),
+    ("output-dir-for-classifier", lambda t, im: [im[0], "--output-dir", t / "masks"], "segmentation class maps"),
     ("missing-checkpoint", lambda t, im: [im[0], "--weights", t / "none.safetensors"], "checkpoint not found"),
     ("other-models-checkpoint", lambda t, im: [im[0], "--model", "mobilenetv1_100",
                                                "--weights", _other_models_checkpoint(t)],
      "does not match the model"),
+    ("empty-folder", lambda t, im: [(t / "empty").mkdir() or t / "empty"], "no images in this folder"),
+    ("glob-without-match", lambda t, im: [t / "*.jpeg"], "no image files match"),
+    ("missing-list", lambda t, im: [f"@{t / 'list.txt'}"], "cannot read the list of images"),
 ]
+
+
+@pytest.mark.parametrize("make_args, message", [b[1:] for b in BAD_IMAGE], ids=[b[0] for b in BAD_IMAGE])
+def test_a_bad_input_is_an_error_row_and_exit_1(capsys, tmp_path, images, make_args, message):
+    argv = [*make_args(tmp_path, images), images[0]]  # the good image after it still runs
+    rc, out, err = _run(capsys, *argv, "--model", CLASSIFIER, "--backend", "numpy", "--json")
+    assert rc == 1, err
+    results = json.loads(out)["results"]
+    assert len(results) == 2 and "topk" in results[1] and set(results[0]) == {"image", "error"}
+    assert results[0]["image"] == str(argv[0]) and re.search(message, results[0]["error"]), results[0]
+    assert "se-multi predict: 2 images, 1 failed" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("make_args, message", [b[1:] for b in BAD_CLI], ids=[b[0] for b in BAD_CLI])

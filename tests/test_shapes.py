@@ -77,9 +77,14 @@ def test_errors_name_the_op_and_what_came():
 #:   (ceil_mode lets it overhang), a 1x1 gives none; a 2x2 stem output needs a 3x3 input
 #: - MobileNets: 3x3/2 "same"-padded convs only: 1x1
 #: - the U-Net: multiples of its output stride 32
+#: - deep stems (three 3x3 convs, the first /2 p1) map 1 -> 1 as the 7x7 stem does; an avg_down
+#:   shortcut's 2x2/2 ceil-mode pool maps 1 -> 1 (one window, overhanging); SENet-154's 3x3/2 p1
+#:   shortcut convs map 1 -> 1; the Caffe SENet-154's deep stem gives 2x2 from 3x3 (1x1 from 2x2)
 SMALLEST = {
     "seresnet50": (1, 1), "resnet50": (1, 1), "seresnext50_32x4d": (1, 1),
+    "seresnet18": (1, 1), "seresnet50t": (1, 1), "seresnext26d_32x4d": (1, 1), "senet154": (1, 1),
     "legacy_seresnet50": (3, 3), "legacy_seresnet101": (3, 3),
+    "legacy_seresnet18": (3, 3), "legacy_seresnext26_32x4d": (3, 3), "legacy_senet154": (3, 3),
     "mobilenetv1_100": (1, 1), "se_mobilenetv1_100": (1, 1), "mobilenetv3_small_100": (1, 1),
     "unet_se_resnet50_scse": (32, 32),
 }

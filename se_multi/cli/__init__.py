@@ -5,18 +5,17 @@ glue. Command modules import their library lazily where it is heavy.
 Every failure se_multi anticipates is one line on stderr and an exit code that says which kind
 (:data:`EXIT_CODES`, also in ``se-multi --help``); anything else is a bug, reported in one line
 with the version and a request to report it (``--debug`` or ``SE_MULTI_DEBUG=1`` shows the
-traceback). ``--json`` output is always valid JSON (:func:`json_text`).
+traceback). ``--json`` output is always valid JSON (:func:`se_multi.files.json_text`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import math
 import os
 import sys
 import traceback
+
 
 #: subcommand -> (module, one-line help)
 COMMANDS = {
@@ -74,22 +73,6 @@ def exit_code(exc: BaseException) -> int:
     if type(exc).__module__.partition(".")[0] in _INPUT_ERROR_LIBRARIES:
         return EXIT_INPUT
     return EXIT_INTERNAL
-
-
-def _clean(value):
-    """Non-finite floats as ``null``: JSON has no NaN or Infinity."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def json_text(obj, **kwargs) -> str:
-    """``obj`` as strict JSON (non-finite floats become ``null``; other objects their ``str``)."""
-    return json.dumps(_clean(obj), allow_nan=False, default=str, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from se_multi.bench import DEFAULT_MODELS, environment, format_table, memory_note, plot, run_bench, summary
-from se_multi.cli import json_text
+from se_multi.files import json_text
 from se_multi.files import write_text
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from se_multi.cli import json_text
+from se_multi.files import json_text
 from se_multi.info import format_info, model_info
 
 

@@ -1,73 +1,144 @@
-"""``se-multi predict``: classify images (top-k ImageNet labels) or segment them (class-map PNG)."""
+"""``se-multi predict``: classify images (top-k ImageNet labels) or segment them (class-map PNGs),
+from files, folders, globs and ``@list.txt``; batched, with progress, streamed to ``--output``
+(``.jsonl``/``.csv``/``.parquet``, resumable), on one machine or a Ray cluster (``--ray``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
-from se_multi.cli import json_text
-from se_multi.predict import Prediction, predict_arrays, prepare, write_mask, mask_paths
+from se_multi.files import json_text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", metavar="IMAGE",
-                   help="image files (PNG, JPEG, ...), or .npy arrays already preprocessed as NCHW float")
+    p.add_argument("images", nargs="+", metavar="PATH",
+                   help="image files (PNG, JPEG, ...), folders (recursive), globs ('photos/**/*.jpg'), "
+                        "@list.txt (one path per line), or .npy arrays already preprocessed as NCHW float")
     p.add_argument("--model", default="seresnet50", help="model name (default: seresnet50; see `se-multi info`)")
     p.add_argument("--pretrained-cfg", metavar="TAG",
                    help="preprocessing of this pretrained tag, e.g. legacy_seresnet50.in1k "
                         "(default: the tag a timm/ hub id names, else the model's default tag)")
     p.add_argument("--weights", metavar="W",
                    help="checkpoint file or hub id (default: deterministic seeded weights, untrained)")
-    p.add_argument("--backend", default="auto", help="numpy, torch, mlx, cupy or auto (default)")
+    p.add_argument("--backend", default="auto", help="numpy, torch, mlx, cupy, onnxruntime or auto (default)")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0, help="seed of the untrained weights when --weights is not given")
     p.add_argument("--topk", type=int, default=5, help="classes to show per image (default: 5)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
-    p.add_argument("--output", metavar="MASK.png",
-                   help="segmentation models: write the class map as a PNG (several images: "
-                        "{stem}/{index} in the name, else _<index> is appended)")
+    p.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per model call (default: 1)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads decoding and preprocessing ahead of the model (default: min(4, CPUs))")
+    p.add_argument("--output", metavar="FILE",
+                   help="stream results to FILE: .jsonl (one object per image), .csv or .parquet (one row per "
+                        "image and rank); a rerun with the same FILE skips the images already in it")
+    p.add_argument("--output-dir", metavar="DIR", help="segmentation models: write one class-map PNG per image here")
+    p.add_argument("--json", action="store_true", help="print all results as one JSON document on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster through Ray Data (no ADDRESS: start a local Ray)")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="Ray actors, each holding one model (default 2)")
+
+
+def _check(args) -> None:
+    for name in ("topk", "batch_size", "workers"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1; got {args.threads}")
+    if args.output is not None and args.json:
+        raise ValueError("--json prints results on stdout and --output writes them to a file: choose one")
+
+
+def _progress(total: int, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
+                disable=quiet or not sys.stderr.isatty())
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.topk < 1:
-        raise ValueError(f"--topk must be >= 1; got {args.topk}")
-    cfg, inputs, model = prepare(args.images, args.model, args.weights, args.pretrained_cfg,
-                                 args.backend, args.dtype, args.device, args.seed)
-    results = predict_arrays(model, inputs, args.topk)
-    _write_masks(results, args.output, args.model)
+    from se_multi.cli import EXIT_FAILED
+    from se_multi.models import create_model, list_models
+    from se_multi.predict import expand_sources, predict_batch, resolve_config
+    from se_multi.results import open_writer
+
+    _check(args)
+    # cheap failures first: names, sources, the output file; then the model
+    if args.model not in list_models():
+        raise ValueError(f"unknown model {args.model!r}; known models: {', '.join(list_models())}")
+    cfg = resolve_config(args.model, args.pretrained_cfg, args.weights)
+    paths = expand_sources(args.images)
+    writer = open_writer(args.output) if args.output else None
+    try:
+        todo = [p for p in paths if writer is None or p not in writer.done]
+        if args.ray is None:
+            model = create_model(args.model, weights=args.weights, backend=args.backend, dtype=args.dtype,
+                                 device=args.device, seed=args.seed)
+            _check_output_dir(model, cfg, args.output_dir)
+            results = predict_batch(todo, model, batch_size=args.batch_size, topk=args.topk, pretrained_cfg=cfg,
+                                    output_dir=args.output_dir, threads=args.threads)
+            backend, dtype, where = model.ops.name, str(model.dtype), f"{model.ops.name} {model.dtype}"
+        else:
+            from se_multi.ray_predict import predict_with_ray
+
+            results = predict_with_ray(todo, args.model, address=args.ray or None, workers=args.workers,
+                                       batch_size=args.batch_size, weights=args.weights, backend=args.backend,
+                                       dtype=args.dtype, device=args.device, seed=args.seed, topk=args.topk,
+                                       pretrained_cfg=cfg, output_dir=args.output_dir)
+            backend, dtype, where = args.backend, args.dtype, f"Ray ({args.workers} workers), {args.backend} {args.dtype}"
+        done, failed, collected = 0, 0, []
+        started = time.perf_counter()
+        header = {"model": args.model, "pretrained_cfg": cfg.tag, "weights": args.weights, "backend": backend,
+                  "dtype": dtype, "ray": args.ray is not None}
+        if not args.json and writer is None:
+            print(f"{args.model} ({cfg.tag}) on {where}")
+        with _progress(len(todo), args.quiet) as bar:
+            for r in results:
+                done, failed = done + 1, failed + (not r.ok)
+                if writer is not None:
+                    writer.write([r])
+                elif args.json:
+                    collected.append(r)
+                else:
+                    print(format_prediction(r), flush=True)
+                bar.update(1)
+    finally:
+        if writer is not None:
+            writer.close()
+    elapsed = time.perf_counter() - started
     if args.weights is None:  # after the run, so a failed run prints only its error line
         print(f"note: predictions are from untrained seeded weights (seed {args.seed}); "
               "pass --weights for a trained checkpoint", file=sys.stderr)
-    header = {"model": args.model, "pretrained_cfg": cfg.tag, "weights": args.weights,
-              "backend": model.ops.name, "dtype": str(model.dtype)}
     if args.json:
         print(json_text({**header, "seeded_weights": args.weights is None,
-                          "results": [r.to_json() for r in results]}, indent=1))
-    else:
-        print(format_table(results, header))
-    return 0
+                         "results": [r.to_json() for r in collected]}, indent=1))
+    skipped = len(paths) - len(todo)
+    if failed or (not args.quiet and len(paths) > 1):
+        rate = f", {done / elapsed:.1f} images/s" if elapsed > 0 and done else ""
+        extra = f", {skipped} already in {args.output}" if skipped else ""
+        see = f" (their rows in {args.output} say why)" if failed and writer is not None else ""
+        print(f"se-multi predict: {done} image{'s' if done != 1 else ''}, {failed} failed{see}{extra}{rate}",
+              file=sys.stderr)
+    return EXIT_FAILED if failed else 0
 
 
-def _write_masks(results: list[Prediction], output: str | None, model_name: str) -> None:
-    if output is None:
+def _check_output_dir(model, cfg, output_dir) -> None:
+    if output_dir is None:
         return
-    if not all(r.is_segmentation for r in results):
-        raise ValueError(f"--output writes a segmentation class map, but {model_name} is a classifier "
-                         "(output N x K); leave --output out")
-    for r, path in zip(results, mask_paths(output, [r.source for r in results])):
-        write_mask(path, r.class_map)
-        r.mask_path = path
+    _, h, w = cfg.input_size
+    if len(model.input_sizes.trace((1, model.in_chans, h, w)).shape) != 4:
+        raise ValueError(f"--output-dir writes segmentation class maps, but {model.name} is a classifier "
+                         "(output N x K); leave --output-dir out")
 
 
-def format_table(results: list[Prediction], header: dict) -> str:
-    lines = [f"{header['model']} ({header['pretrained_cfg']}) on {header['backend']} {header['dtype']}"]
-    for r in results:
-        what = "pixels" if r.is_segmentation else "prob"
-        lines.append("")
-        size = f"  class map {r.class_map.shape[0]}x{r.class_map.shape[1]}" if r.is_segmentation else ""
-        lines.append(f"{r.source}{size}" + (f" -> {r.mask_path}" if r.mask_path else ""))
-        lines.append(f"  {'rank':>4}  {what:>8}  {'class':>5}  label")
-        for rank, (k, label, p) in enumerate(r.topk, 1):
-            lines.append(f"  {rank:>4}  {p:8.4f}  {k:>5}  {label}")
+def format_prediction(r) -> str:
+    """One image's report as text lines."""
+    if r.error is not None:
+        return f"\n{r.source}\n  error: {r.error}"
+    what = "pixels" if r.is_segmentation else "prob"
+    size = f"  class map {r.class_map.shape[0]}x{r.class_map.shape[1]}" if r.class_map is not None else ""
+    lines = ["", f"{r.source}{size}" + (f" -> {r.mask_path}" if r.mask_path else ""),
+             f"  {'rank':>4}  {what:>8}  {'class':>5}  label"]
+    lines += [f"  {rank:>4}  {p:8.4f}  {k:>5}  {label}" for rank, (k, label, p) in enumerate(r.topk, 1)]
     return "\n".join(lines)

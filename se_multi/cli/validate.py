@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from se_multi.cli import json_text
+from se_multi.files import json_text
 from se_multi.conformance import TOLERANCES, format_table, run_suite
 from se_multi.files import write_text
 

@@ -260,6 +260,7 @@ def mobilenet(rows_per_stage, stem_chs: int, act: str, num_classes: int, head_ch
     if se_position not in SE_POSITIONS:
         raise ValueError(f"se_position must be one of {SE_POSITIONS}; got {se_position!r}")
     _check_positive("num_classes", num_classes)
+    _check_positive("bn_eps", bn_eps)
     stem = ConvNormAct(in_chans, stem_chs, 3, 2, same_padding(3, 2), act=act, conv="conv_stem", bn="bn1", eps=bn_eps)
     blocks, chs = build_stages(rows_per_stage, stem_chs, act, se_factory, se_position, bn_eps)
     return MobileNet(stem, blocks, ClassifierHead(chs, num_classes, head_chs, act))

@@ -18,7 +18,7 @@ every upsample is exactly 2x.
 from __future__ import annotations
 
 from se_multi.models import register_model
-from se_multi.models.resnet import DEPTHS, LEGACY, ResNet, SEConfig
+from se_multi.models.resnet import ARCHS, ResNet, SEConfig
 from se_multi.nn import SCSE, ConvNormAct, Module, Sequential
 
 ENCODER_CHANNELS = (64, 256, 512, 1024, 2048)  # stem, layer1..layer4
@@ -58,7 +58,7 @@ class UnetSCSE(Module):
         if isinstance(reduction, bool) or not isinstance(reduction, (int, float)) or reduction <= 0:
             raise ValueError(f"reduction must be a positive number (encoder SE and decoder scSE); got {reduction!r}")
         self.num_classes = num_classes
-        self.encoder = ResNet(DEPTHS[50], LEGACY, num_classes=0, se=SEConfig.from_options(reduction))
+        self.encoder = ResNet(ARCHS["legacy_seresnet50"][0], num_classes=0, se=SEConfig.from_options(reduction))
         skips = tuple(reversed(ENCODER_CHANNELS[:-1])) + (0,)  # 1024, 512, 256, 64, none
         ins = (ENCODER_CHANNELS[-1],) + DECODER_CHANNELS[:-1]
         blocks = [DecoderBlock(i, s, o, reduction) for i, s, o in zip(ins, skips, DECODER_CHANNELS)]

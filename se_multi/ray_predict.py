@@ -1,0 +1,138 @@
+"""The same predictions on a Ray cluster, through Ray Data: ``se-multi predict --ray [ADDRESS]``.
+
+``ray.data.read_binary_files`` reads the images (read tasks, spread over the cluster), and
+``map_batches`` runs :class:`RayPredictor` in an actor pool of ``workers`` actors: each actor
+builds the model once (``create_model``) and turns each batch of image bytes into the rows
+:func:`se_multi.predict.predict_batch` would give (decoding and preprocessing happen in the
+actor, so a corrupt image is an error row, not a failed task). The driver collects the rows as
+they complete (in completion order, not input order) and writes them with the same writers.
+
+Resources: an actor asks for ``num_cpus`` below one CPU when the cluster is small, so that the
+read tasks always find a CPU -- on a 2-core machine, two actors asking one CPU each starve the
+readers and the dataset stalls, backpressured, with no error. Each actor asks for one GPU when
+the backend computes on CUDA. Without an address a local Ray is started (and stopped at the end).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from se_multi.predict import Prediction, mask_names
+
+
+def _cuda(backend: Any, device: Any) -> bool:
+    return (backend == "cupy" or str(device or "").startswith("cuda") or isinstance(device, int)
+            or (backend == "auto" and _auto_is_cupy()))
+
+
+def _auto_is_cupy() -> bool:
+    from se_multi.dispatch import resolve_backend_name
+
+    return resolve_backend_name("auto") == "cupy"
+
+
+def actor_cpus(cluster_cpus: float, workers: int) -> float:
+    """CPUs each actor asks for: one where the cluster has one to spare per actor and one more for
+    the readers, else an even share of all but one CPU (never below a quarter)."""
+    if cluster_cpus >= workers + 1:
+        return 1.0
+    return max(0.25, round((cluster_cpus - 1) / workers, 2))
+
+
+class RayPredictor:
+    """The ``map_batches`` callable class: one model per actor, built in ``__init__``."""
+
+    def __init__(self, model: str, weights, backend, dtype, device, seed, topk, pretrained_cfg, output_dir, masks):
+        from se_multi.models import create_model
+        from se_multi.predict import resolve_config
+
+        self.net = create_model(model, weights=weights, backend=backend, dtype=dtype, device=device, seed=seed)
+        self.cfg = resolve_config(model, pretrained_cfg, weights)
+        self.topk, self.output_dir, self.masks = topk, output_dir, masks
+
+    def _decode(self, data: bytes, path: str) -> np.ndarray:
+        """The same decoding and messages as a local run (se_multi.predict.load_input), from bytes."""
+        from se_multi.preprocess import ImageError, decode_image, transform
+
+        if path.lower().endswith(".npy"):
+            try:
+                return np.load(io.BytesIO(data), allow_pickle=False)
+            except Exception as exc:
+                raise ImageError(f"{path}: cannot read as a NumPy .npy array ({type(exc).__name__}: {exc})") from None
+        return transform(decode_image(io.BytesIO(data), path), self.cfg, path)[None]
+
+    def __call__(self, batch: dict) -> dict:
+        from se_multi.predict import Runner, _error
+
+        runner = Runner(self.net, self.cfg, self.topk, self.output_dir, self.masks)
+        results, arrays = [], []
+        for data, path in zip(batch["bytes"], batch["path"]):
+            try:
+                arrays.append((path, self._decode(bytes(data), path)))
+            except (ValueError, TypeError, OSError) as exc:
+                results.append(_error(path, exc))
+        # one model call per run of same-shaped single images, as the single-process pipeline does
+        group: list = []
+        for name, x in arrays:
+            if group and (x.shape != group[0][1].shape or x.shape[0] != 1):
+                results += runner.run(group)
+                group = []
+            group.append((name, x))
+        results += runner.run(group)
+        from se_multi.files import json_text
+
+        return {"image": np.array([r.source for r in results], dtype=object),
+                "result": np.array([json_text(r.to_json()) for r in results], dtype=object)}
+
+
+def predict_with_ray(paths: Sequence[str], model: str, *, address: str | None = None, workers: int = 2,
+                     batch_size: int = 1, weights=None, backend: Any = "auto", dtype: str = "float32",
+                     device=None, seed: int = 0, topk: int = 5, pretrained_cfg=None,
+                     output_dir: str | None = None) -> Iterator[Prediction]:
+    """Predictions for ``paths`` computed by a Ray actor pool (see the module docstring), in
+    completion order. Missing files are error predictions straight away."""
+    import json
+
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--ray needs Ray Data: pip install 'se-multi[ray]'") from None
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be a positive int; got {workers!r}")
+    masks = mask_names(paths) if output_dir else None  # small constructor arguments stay out of the object store
+    existing = [p for p in paths if os.path.isfile(p)]
+    for p in paths:
+        if not os.path.isfile(p):
+            yield Prediction(p, error=f"image not found: {p}")
+    if not existing:
+        return
+    started = not ray.is_initialized()
+    if started:
+        import logging
+
+        # Ray's own INFO lines (executor plans, token auth, core worker notes) would bury the
+        # command's one-line output: keep its warnings and errors only
+        logging.getLogger("ray").setLevel(logging.WARNING)
+        os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")  # Ray Data's own override of its log level
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = ctx.print_on_execution_start = ctx.enable_auto_log_stats = False
+        cpus = ray.cluster_resources().get("CPU", 1.0)
+        ds = ray.data.read_binary_files(existing, include_paths=True)
+        out = ds.map_batches(
+            RayPredictor, batch_size=batch_size, batch_format="numpy",
+            fn_constructor_kwargs=dict(model=model, weights=weights, backend=backend, dtype=dtype, device=device,
+                                       seed=seed, topk=topk, pretrained_cfg=pretrained_cfg, output_dir=output_dir,
+                                       masks=masks),
+            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=actor_cpus(cpus, workers),
+            num_gpus=1 if _cuda(backend, device) else 0)
+        for row in out.iter_rows():
+            yield Prediction.from_json(json.loads(row["result"]))
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,113 @@
+"""Parity of the SE-ResNet/ResNeXt family and SENet-154 with timm 1.0.31 (``resnet.py`` and the
+Caffe-layout ``senet.py``), on the six public fixtures.
+
+Each fixture's weights are written once as a checkpoint in the peer's own key layout, loaded through
+the public ``create_model(weights=path)`` on every backend, and compared with the peer's float64
+logits. SENet-154 has 115M parameters: a bound model is dropped as soon as its logits (and stage
+features) are taken, so one model at a time is alive, and each (fixture, backend, dtype) runs once.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+import se_multi
+from _parity import FIXTURE_MODELS, expected, manifest, peer_input, rel_err, write_peer_checkpoint
+from conftest import require_backend
+from se_multi.backend import GraphBackend
+from se_multi.conformance import MODEL_TOLERANCES
+
+FIXTURES = ("legacy_senet154", "legacy_seresnet18", "legacy_seresnext50_32x4d", "seresnet152d",
+            "seresnext26t_32x4d", "seresnext101_32x8d")
+#: (backend, dtype, tolerance on max|ours - peer| / max|peer|: the model-level tolerance)
+RUNS = tuple((b, d, MODEL_TOLERANCES[d]) for b, d in (
+    ("numpy", "float64"), ("numpy", "float32"), ("torch", "float32"), ("mlx", "float32"), ("cupy", "float32"),
+    ("onnxruntime", "float32"), ("openvino", "float32")))
+#: the fixtures store stage features in float32: a float64 run can match them only to float32 rounding
+FEATURE_TOL = {"float64": 1e-6, "float32": 1e-4}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """(fixture, backend, dtype) -> (logits, stage features or None), computed once each; the
+    checkpoint is written once per fixture and the model freed right after its run."""
+    directory = tmp_path_factory.mktemp("senet_peer_checkpoints")
+    paths, cache = {}, {}
+
+    def get(fixture, backend, dtype):
+        key = (fixture, backend, dtype)
+        if key not in cache:
+            if fixture not in paths:
+                paths[fixture] = write_peer_checkpoint(fixture, directory)
+            model = se_multi.create_model(FIXTURE_MODELS[fixture], weights=str(paths[fixture]), backend=backend,
+                                          dtype=dtype)
+            x = peer_input(fixture)
+            logits = se_multi.to_numpy(model(x)).astype(np.float64)
+            features = None
+            if not isinstance(model.ops, GraphBackend):  # a whole-graph backend exposes no intermediates
+                ops = model.ops
+                features = {name: se_multi.to_numpy(ops.output(f)).astype(np.float64)
+                            for name, f in model.module.forward_features(ops, ops.input(x)).items()}
+            cache[key] = logits, features
+            del model
+            gc.collect()
+        return cache[key]
+
+    yield get
+    cache.clear()
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_recipe_input_is_the_fixture_input(fixture):
+    np.testing.assert_array_equal(peer_input(fixture), expected(fixture)["x"])
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_fixture_is_the_model_it_names(fixture):
+    """The manifest records the peer's own model name: each fixture stands for that se_multi model."""
+    assert manifest(fixture)["model"] == FIXTURE_MODELS[fixture] == fixture
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+@pytest.mark.parametrize("backend,dtype,tol", RUNS, ids=[f"{b}-{d}" for b, d, _ in RUNS])
+def test_logits_match_peer(results, fixture, backend, dtype, tol):
+    require_backend(backend)
+    logits, _ = results(fixture, backend, dtype)
+    peer = expected(fixture)
+    assert logits.shape == peer["logits"].shape
+    err = rel_err(logits, peer["logits"])
+    assert err <= tol, f"{fixture} on {backend}/{dtype}: max rel err {err:.3g} > {tol:g}"
+    # the SE blocks run: without them the peer's output is > 100x the loosest tolerance away
+    assert rel_err(logits, peer["logits_without_se"]) > 100 * MODEL_TOLERANCES["float32"]
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+@pytest.mark.parametrize("backend,dtype", [("numpy", "float64"), ("numpy", "float32"), ("torch", "float32")])
+def test_stage_features_match_peer(results, fixture, backend, dtype):
+    require_backend(backend)
+    _, ours = results(fixture, backend, dtype)
+    peer = {k.removeprefix("feature:"): v for k, v in expected(fixture).items() if k.startswith("feature:")}
+    assert set(ours) == set(peer), "stage names differ from the peer's module names"
+    for name, feature in ours.items():
+        err = rel_err(feature, peer[name])
+        assert err <= FEATURE_TOL[dtype], f"{fixture} {name} on {backend}/{dtype}: rel err {err:.3g}"
+
+
+def test_caffe_and_timm_senet154_differ_only_in_layout():
+    """legacy_senet154 and senet154 are one architecture in two key layouts: the same parameter
+    count (timm publishes 115.09M for both), and the Caffe checkpoint loads strictly into its own
+    layout only (timm's has the other stem-pool convention: it must never load silently)."""
+    from se_multi.models import build_model
+    from se_multi.nn import StateDictError, check_state
+
+    keys = manifest("legacy_senet154")["keys"]
+    timm_layout, caffe_layout = build_model("senet154"), build_model("legacy_senet154")
+    assert timm_layout.num_params() == caffe_layout.num_params() == sum(
+        int(np.prod(k["shape"])) for k in keys if k["kind"] not in ("int", "bn_running_mean", "bn_running_var"))
+    shapes_only = {k["name"]: np.broadcast_to(np.float32(0), k["shape"]) for k in keys}
+    check_state(caffe_layout.param_specs(), shapes_only)  # its own layout: strict, no error
+    with pytest.raises(StateDictError, match="missing key.*unexpected key"):
+        check_state(timm_layout.param_specs(), shapes_only)
