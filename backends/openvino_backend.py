@@ -3,7 +3,11 @@
 The graph and the one-op graphs of the conformance suite come from the shared base
 :class:`se_multi.backends.onnx_fed.OnnxFedBackend`, exactly as for ``onnxruntime``; this module
 makes the engine: ``Core.read_model`` on the serialized ModelProto (no file), compiled with
-explicit settings.
+explicit settings. Building the graph through OpenVINO's own model API instead would be a second
+recorder for no gain: after the CPU plugin's transformations this graph and the timm-structured
+PyTorch export compile to the same execution graph node for node (``python -m benchmarks.goals
+--exec-graph``) and run at the same speed (README, goal table); the ONNX route costs only
+``read_model`` at compile time (0.14 s for SE-ResNet-50).
 
 - **Precision.** ``dtype`` sets OpenVINO's ``INFERENCE_PRECISION_HINT`` explicitly: ``float32``
   is ``f32``, ``bfloat16`` is ``bf16``, ``float16`` is ``f16``. The graph, its weights and the
