@@ -77,6 +77,10 @@ class CupyBackend(Backend):
     dtypes = ("float32", "float16")
 
     @classmethod
+    def native_dtypes(cls) -> tuple[str, ...]:
+        return cls.dtypes  # an NVIDIA GPU computes both natively
+
+    @classmethod
     def availability(cls) -> tuple[bool, str]:
         if importlib.util.find_spec("cupy") is None:
             return False, NOT_INSTALLED

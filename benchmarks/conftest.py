@@ -20,13 +20,21 @@ SIZE = int(os.environ.get("SE_MULTI_BENCH_SIZE", "224"))
 #: ``SE_MULTI_BENCH_MODELS=legacy_senet154,legacy_senet154_plain`` times those registered models
 #: instead of the default set (any name of ``se_multi.list_models()``)
 MODELS = tuple(m.strip() for m in os.environ.get("SE_MULTI_BENCH_MODELS", "").split(",") if m.strip())
-BACKENDS = ("numpy", "torch", "mlx", "cupy", "onnxruntime")
+BACKENDS = ("numpy", "torch", "mlx", "cupy", "onnxruntime", "openvino")
 
 
 def skip_unless_available(backend: str) -> None:
     ok, reason = se_multi.backend_status().get(backend, (False, "unknown backend"))
     if not ok:
         pytest.skip(f"{backend}: {reason}")
+
+
+def skip_unless_native(dtype: str) -> None:
+    """Reduced precision is benchmarked where the CPU has hardware for it (se_multi.cpu)."""
+    from se_multi.cpu import cpu_info
+
+    if dtype not in ("float32", "float64") and dtype not in cpu_info().native_reduced():
+        pytest.skip(cpu_info().why_no(dtype))
 
 
 @functools.lru_cache(maxsize=None)

@@ -108,6 +108,30 @@ class Backend(abc.ABC):
         return True, "available"
 
     @classmethod
+    def native_dtypes(cls) -> tuple[str, ...]:
+        """The dtypes of :attr:`dtypes` that run at full hardware speed on this machine's default
+        device (``se-multi backends`` shows them), decided without importing the framework.
+        Default: float32 and float64, which every CPU has. A backend with reduced-precision
+        kernels adds those the CPU has hardware for (:func:`se_multi.cpu.cpu_info`)."""
+        return tuple(d for d in cls.dtypes if d in ("float32", "float64"))
+
+    @classmethod
+    def framework(cls) -> str:
+        """The framework this backend runs on and its installed version, e.g. ``"torch 2.13.0"``,
+        from the distribution that ships :attr:`package` (read from metadata: nothing imported).
+        ``se-multi bench`` lists it for every benchmarked backend, third-party ones included."""
+        if not cls.package:
+            return "no framework"
+        top = cls.package.partition(".")[0]
+        dists = metadata.packages_distributions().get(top, []) or [top]
+        for dist in sorted(dists, key=lambda d: d != top):  # the same-named distribution first
+            try:
+                return f"{dist} {metadata.version(dist)}"
+            except metadata.PackageNotFoundError:
+                continue
+        return f"{top} (version unknown)"
+
+    @classmethod
     def install_hint(cls) -> str:
         """The command that installs this backend's package (see :attr:`install`)."""
         if cls.install:

@@ -8,9 +8,15 @@ The policy, in one place (the README's "Caches and threads" section says the sam
   at most :data:`GRAPHS_PER_MODEL` of them per model (``graph_cache_size=`` on the backend
   changes it), keyed by what the engine needs to recompile for: ONNX Runtime compiles one
   graph with symbolic N, H and W, so it holds one session per model whatever the input
-  sizes; MLX's ``mx.compile`` traces per input shape, so it holds the last few shapes.
+  sizes; OpenVINO compiles per input shape by default (static shapes ran 5-20% faster than
+  symbolic ones, measured in :mod:`se_multi.backends.openvino_backend`), so it holds the last
+  few shapes (``shapes="dynamic"``: one graph per model, as ONNX Runtime); MLX's
+  ``mx.compile`` traces per input shape, so it holds the last few shapes.
 - **One-op graphs** (the op-by-op path of a whole-graph backend, used by the conformance
   suite) are the backend's own: at most :data:`OP_GRAPHS_PER_BACKEND`.
+- **Infer requests** (OpenVINO): a compiled graph runs each call on an infer request of its own
+  (its intermediate buffers), made on demand for concurrent calls; at most
+  :data:`INFER_REQUESTS_PER_GRAPH` idle ones are kept per graph, the rest dropped when they finish.
 - **Input-size verdicts** (does an input size fit a model's graph): at most
   :data:`INPUT_SIZE_VERDICTS` per model; each is a few bytes.
 
@@ -29,6 +35,8 @@ V = TypeVar("V")
 GRAPHS_PER_MODEL = 4
 #: one-op graphs a whole-graph backend keeps for op-by-op calls
 OP_GRAPHS_PER_BACKEND = 256
+#: idle OpenVINO infer requests kept per compiled graph (concurrent calls make more, then drop them)
+INFER_REQUESTS_PER_GRAPH = 4
 #: input sizes whose fit is remembered per model
 INPUT_SIZE_VERDICTS = 64
 

@@ -61,6 +61,7 @@ from se_multi.metrics import max_errors
 #: float16  4.9e-4    1e-2         ~20 output roundings: 7 chained ops,      torch 8.6e-4
 #:                                 each rounding its result, with margin
 #: bfloat16 3.9e-3    5e-2         the same ~13 roundings at 8x coarser u    torch 7.3e-3
+#:                                                                           openvino 5.8e-3
 #: ======== ========= ============ ========================================= ===============
 #:
 #: (Measured: torch 2.13 CPU, numpy 2.x, this suite, worst check.) The planted bugs of
@@ -82,9 +83,10 @@ TOLERANCES: dict[str, float] = {
 #: dtype    tolerance worst model check measured (2026-11-24, :data:`MODEL_CASES`)
 #: ======== ========= ==================================================================
 #: float64  1e-8      numpy 0 (the same code), torch 8e-16
-#: float32  1e-4      numpy 4e-7, torch 3e-7, onnxruntime 4e-7, mlx 1.2e-6
+#: float32  1e-4      numpy 4e-7, torch 3e-7, onnxruntime 4e-7, mlx 1.2e-6, openvino 1.1e-6
 #: float16  1e-2      torch 8.3e-4, mlx 9.7e-4, onnxruntime 5.0e-4
-#: bfloat16 1e-1      torch 2.6e-2 (SE-ResNeXt-50), mlx 7.6e-3
+#: bfloat16 1e-1      torch 2.5e-2 (SE-ResNeXt-50), mlx 7.6e-3, openvino 4.5e-3 (once its AMX bf16
+#:                    kernel bug is worked around: see se_multi.onnx_export.WORKAROUNDS; before, 8e35)
 #: ======== ========= ==================================================================
 #:
 #: (The parity fixtures' README expects ~1e-9 at float64 and ~1e-5 at float32 on 224x224.)

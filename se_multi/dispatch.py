@@ -25,6 +25,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "mlx": "se_multi.backends.mlx_backend:MlxBackend",
     "cupy": "se_multi.backends.cupy_backend:CupyBackend",
     "onnxruntime": "se_multi.backends.onnxruntime_backend:OnnxRuntimeBackend",
+    "openvino": "se_multi.backends.openvino_backend:OpenVinoBackend",
 }
 
 ENTRY_POINT_GROUP = "se_multi.backends"

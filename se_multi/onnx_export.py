@@ -41,6 +41,32 @@ BATCH_DIM = "batch"
 SPATIAL_DIMS = ("height", "width")
 
 
+#: Equivalent forms of an op for a runtime that computes the plain ONNX form wrong; a backend
+#: asks for them by name (the exported files never use them):
+#:
+#: - ``ceil_avg_pool_pads``: a ceil-mode average pool that counts padding, as Pad -> AveragePool
+#:   (:meth:`OnnxRecorder._avg_pool_explicit_pads`).
+#: - ``strided_conv_pad``: a convolution (not depthwise) with a horizontal stride and a kernel
+#:   wider than 1 whose output is one column wide, on an input padded on the right by one stride
+#:   and the extra output column sliced off (:meth:`OnnxRecorder._conv_padded_right`); in a
+#:   size-generic trace, every such convolution (the width is not known).
+#: - ``max_pool_kernel_pad``: a ceil-mode max pool whose window is larger than its padded input
+#:   (PyTorch allows it: a 3x3/2 pool on a 2-wide map gives one column), on an input padded with
+#:   -inf up to the kernel.
+#: - ``ceil_pool_slice``: a ceil-mode pool whose last window would start in the right padding
+#:   (PyTorch drops it; a runtime that keeps it gives one more row or column), sliced to
+#:   PyTorch's size.
+#:
+#: The last two depend on the traced size, so a size-generic trace (``symbolic_hw``) omits them.
+WORKAROUNDS = ("ceil_avg_pool_pads", "strided_conv_pad", "max_pool_kernel_pad", "ceil_pool_slice")
+
+
+def ceil_pool_size_kept(size: int, kernel: int, stride: int, pad: int) -> int:
+    """A ceil-mode pool's output size when a last window starting in the right padding is kept
+    (OpenVINO's rule; PyTorch's, :func:`se_multi.shapes.pool_output_size`, drops that window)."""
+    return -(-(size + 2 * pad - kernel) // stride) + 1
+
+
 class OnnxExportError(ValueError):
     """An op, option or setting that has no ONNX form here."""
 
@@ -86,7 +112,8 @@ class OnnxRecorder(Backend):
     extra = "onnx"
     dtypes = ("float32", "float16")
 
-    def __init__(self, dtype: str = "float32", device: str | None = None, opset: int = DEFAULT_OPSET):
+    def __init__(self, dtype: str = "float32", device: str | None = None, opset: int = DEFAULT_OPSET,
+                 workarounds=()):
         if str(dtype) not in self.dtypes:
             raise OnnxExportError(f"ONNX export supports dtype {', '.join(self.dtypes)}; got {dtype!r}")
         super().__init__(dtype, None)
@@ -99,6 +126,12 @@ class OnnxRecorder(Backend):
         self.inputs: list = []
         self._count = 0
         self._consts: dict[Any, Sym] = {}  # value-keyed constants (scalars, int lists)
+        unknown = set(workarounds) - set(WORKAROUNDS)
+        if unknown:
+            raise OnnxExportError(f"ONNX export: unknown workarounds {sorted(unknown)}; known: {', '.join(WORKAROUNDS)}")
+        #: equivalent graph forms for a runtime that computes the plain form wrong (:data:`WORKAROUNDS`)
+        self.workarounds = frozenset(workarounds)
+        self._symbolic = False  # tracing a size-generic graph: size-specific forms are left out or made generic
 
     # ------------------------------------------------------------------ graph building
     def _fresh(self, hint: str) -> str:
@@ -227,9 +260,30 @@ class OnnxRecorder(Backend):
         out_shape = shapes.conv2d(x_shape, w.shape, stride, padding, dilation, groups)
         kh, kw = w.shape[2:]
         top, bottom, left, right = padding
+        if ("strided_conv_pad" in self.workarounds and stride[1] > 1 and kw > 1 and (groups == 1 or w.shape[1] > 1)
+                and not x.vec4d and (self._symbolic or out_shape[3] == 1)):
+            return self._conv_padded_right(x, w, b, out_shape, stride, padding, dilation, groups)
         return self._node("Conv", [x, w, b], out_shape, kernel_shape=[kh, kw],
                           strides=list(stride), pads=[top, left, bottom, right],  # ONNX: begins, then ends
                           dilations=list(dilation), group=int(groups))
+
+    def _conv_padded_right(self, x, w, b, out_shape, stride, padding, dilation, groups):
+        """The same convolution on ``x`` padded on the right by one stride (exactly one more output
+        column, whatever the width), that column sliced off again: OpenVINO 2026.4's AMX bfloat16
+        convolution kernel (``brgconv_avx512_amx_bf16``) returns garbage (~1e35, uninitialised
+        memory) for a stride-2 3x3 convolution of >= 256 channels whose output is one column wide
+        and 2+ rows high, grouped or not, batch 1 or more (found by validate's SE-ResNeXt-50 model
+        check at 33x27; then SE-ResNet-50 at 37x29; 54 of 1728 shapes of a grid; f32, 1x1 and
+        stride-1 kernels, depthwise, and the padded form are right)."""
+        n, c, h, wd = x.shape
+        sw = stride[1]
+        padded = self._node("Pad", [x, self._ints([0, 0, 0, 0, 0, 0, 0, sw])], (n, c, h, wd + sw), mode="constant")
+        kh, kw = w.shape[2:]
+        top, bottom, left, right = padding
+        wide = (*out_shape[:3], out_shape[3] + 1)
+        y = self._node("Conv", [padded, w, b], wide, kernel_shape=[kh, kw], strides=list(stride),
+                       pads=[top, left, bottom, right], dilations=list(dilation), group=int(groups))
+        return self._node("Slice", [y, self._ints([0]), self._ints([-1]), self._ints([3])], out_shape)
 
     def linear(self, x, w, b=None):
         x, w, b = self._tensor(x), self._tensor(w), self._tensor(b)
@@ -263,6 +317,21 @@ class OnnxRecorder(Backend):
             raise OnnxExportError(f"ONNX export: {op_type} needs an NCHW feature map; got an (N, C) vector")
         out_shape = shapes.pool2d(x.shape, kernel, stride, padding, ceil_mode,
                                   "max_pool2d" if op_type == "MaxPool" else "avg_pool2d")
+        short = [max(0, k - (size + 2 * p)) if isinstance(size, int) else 0
+                 for k, size, p in zip(kernel, x.shape[2:], padding)]
+        if op_type == "MaxPool" and any(short) and "max_pool_kernel_pad" in self.workarounds and not self._symbolic:
+            n, c, h, w = x.shape
+            lowest = self._scalar(float("-inf"))
+            x = self._node("Pad", [x, self._ints([0, 0, 0, 0, 0, 0, *short]), lowest], (n, c, h + short[0], w + short[1]),
+                           mode="constant")  # -inf never wins a max: the window's real elements decide
+        if ceil_mode and "ceil_pool_slice" in self.workarounds and not self._symbolic:
+            kept = (*out_shape[:2], *(ceil_pool_size_kept(size, k, s, p) for size, k, s, p in
+                                      zip(x.shape[2:], kernel, stride, padding)))
+            if kept != out_shape:
+                y = self._node(op_type, [x], kept, kernel_shape=list(kernel), strides=list(stride),
+                               pads=[padding[0], padding[1], padding[0], padding[1]], ceil_mode=1, **attrs)
+                return self._node("Slice", [y, self._ints([0, 0]), self._ints(list(out_shape[2:])), self._ints([2, 3])],
+                                  out_shape)
         return self._node(op_type, [x], out_shape, kernel_shape=list(kernel),
                           strides=list(stride), pads=[padding[0], padding[1], padding[0], padding[1]],
                           ceil_mode=int(bool(ceil_mode)), **attrs)
@@ -271,8 +340,30 @@ class OnnxRecorder(Backend):
         return self._pool("MaxPool", x, kernel, stride, padding, ceil_mode)
 
     def avg_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
+        if "ceil_avg_pool_pads" in self.workarounds and ceil_mode and count_include_pad and any(padding):
+            return self._avg_pool_explicit_pads(self._tensor(x), kernel, stride, padding)
         return self._pool("AveragePool", x, kernel, stride, padding, ceil_mode,
                           count_include_pad=int(bool(count_include_pad)))
+
+    def _avg_pool_explicit_pads(self, x, kernel, stride, padding):
+        """PyTorch's ceil-mode average pool that counts padding, as Pad -> AveragePool(pads 0,
+        count_include_pad 0) [-> Slice]. PyTorch divides a window that overhangs the padded input
+        (the extra ceil-mode row/column) by its part inside the *padded* input; ONNX leaves that
+        divisor to the runtime, and OpenVINO 2026.4 divides by the whole kernel (ONNX Runtime
+        follows PyTorch). Padding explicitly makes the padded input the input, so every runtime
+        agrees. The Slice (only when a window would start in the right padding, which PyTorch
+        drops: kernel < pad + stride) is sized at the traced shape."""
+        (ph, pw), (kh, kw), (sh, sw) = padding, kernel, stride
+        want = shapes.pool2d(x.shape, kernel, stride, padding, True, "avg_pool2d")
+        n, c, h, w = x.shape
+        padded = self._node("Pad", [x, self._ints([0, 0, ph, pw, 0, 0, ph, pw])], (n, c, h + 2 * ph, w + 2 * pw),
+                            mode="constant")
+        got = (n, c, ceil_pool_size_kept(h + 2 * ph, kh, sh, 0), ceil_pool_size_kept(w + 2 * pw, kw, sw, 0))
+        y = self._node("AveragePool", [padded], got, kernel_shape=[kh, kw], strides=[sh, sw], pads=[0, 0, 0, 0],
+                       ceil_mode=1, count_include_pad=0)
+        if got != want:
+            y = self._node("Slice", [y, self._ints([0, 0]), self._ints(list(want[2:])), self._ints([2, 3])], want)
+        return y
 
     def global_avg_pool(self, x):
         x = self._tensor(x)
@@ -329,6 +420,7 @@ class OnnxRecorder(Backend):
         the graph declares its input's H and W (and a feature-map output's) as symbolic
         dimensions: no node depends on them, so one graph serves every input size that fits.
         """
+        self._symbolic = symbolic_hw
         x = self.graph_input(INPUT_NAME, input_shape)
         y = self.output(module(self, self.input(x)))
         proto = self.to_model([y], [OUTPUT_NAME], graph_name)

@@ -12,7 +12,7 @@ import pytest
 from se_multi.dispatch import backend_class, backend_status
 
 #: every built-in backend that runs on a CPU (cupy needs an NVIDIA GPU)
-CPU_BACKENDS = ("numpy", "torch", "mlx", "onnxruntime")
+CPU_BACKENDS = ("numpy", "torch", "mlx", "onnxruntime", "openvino")
 #: every built-in backend
 ALL_BACKENDS = (*CPU_BACKENDS, "cupy")
 
@@ -24,6 +24,16 @@ def require_backend(name: str, dtype: str | None = None) -> None:
         pytest.skip(f"backend {name!r} unavailable here: {reason}")
     if dtype is not None and dtype not in backend_class(name).dtypes:
         pytest.skip(f"backend {name!r} has no {dtype} (has {', '.join(backend_class(name).dtypes)})")
+
+
+def require_native_cpu_dtype(dtype: str) -> None:
+    """Skip the calling test where this CPU has no hardware for ``dtype`` (bfloat16, float16),
+    saying which CPU features it lacks (:func:`se_multi.cpu.cpu_info`: detected, not assumed)."""
+    from se_multi.cpu import cpu_info
+
+    cpu = cpu_info()
+    if dtype not in ("float32", "float64") and dtype not in cpu.native_reduced():
+        pytest.skip(cpu.why_no(dtype))
 
 
 @pytest.fixture(params=CPU_BACKENDS)

@@ -34,7 +34,8 @@ def test_bench_cli_offline_table_json_plot(tmp_path):
 
     js, png = tmp_path / "b.json", tmp_path / "b.png"
     rc = main(["bench", "--backends", "numpy", "--models", "se_mobilenetv1_100,mobilenetv1_100",
-               "--input-size", "64", "64", "--budget", "0", "--min-runs", "2", "--json", str(js), "--plot", str(png)])
+               "--input-size", "64", "64", "--budget", "0", "--min-runs", "2", "--json", str(js), "--plot", str(png),
+               "--no-memory"])
     assert rc == 0
     data = json.loads(js.read_text())
     rows = {r["model"]: r for r in data["rows"]}
@@ -102,3 +103,50 @@ def test_bench_reports_a_broken_configuration_instead_of_crashing():
                            min_runs=1, reference=False)
     assert rows[0].error and "no_such_backend" in rows[0].error
     assert "error:" in bench.format_table(rows)
+
+
+@pytest.mark.parametrize("method", ["auto", "sampled"])
+def test_memory_is_per_configuration_and_independent_of_order(method):
+    """Each configuration's memory is measured in a fresh process: two configurations measured in
+    either order give the same figures (within 10%), and every figure is above zero."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("memory is read from /proc (Linux)")
+    configs = (("numpy", "se_mobilenetv1_100"), ("numpy", "mobilenetv1_100"))
+    runs = {}
+    for order in (configs, configs[::-1]):
+        for backend, model in order:
+            m = bench.measure_memory_isolated(backend, model, batch=4, input_size=(224, 224), method=method)
+            assert "error" not in m, m
+            runs.setdefault((backend, model), []).append(m)
+    for config, (first, second) in runs.items():
+        for key in ("rss_mb", "peak_mb", "forward_mb"):
+            assert first[key] > 0 and second[key] > 0, (config, key, first, second)
+            assert abs(first[key] - second[key]) <= 0.1 * max(first[key], second[key]), (config, key, first, second)
+        assert first["method"] == second["method"] == (
+            "VmRSS sampled every 1 ms" if method == "sampled" else first["method"])
+
+
+def test_bench_table_has_dtype_rows_memory_note_and_fastest_summary():
+    rows = [bench.BenchRow("numpy", "m", 1, "float32", (8, 8), times_ms=[4.0], max_rel_err=1e-7, top1_agreement=1.0,
+                           rss_mb=100.0, peak_rss_mb=120.0, forward_mb=20.0, memory_method="VmHWM reset after warm-up"),
+            bench.BenchRow("torch", "m", 1, "bfloat16", (8, 8), times_ms=[2.0], max_rel_err=4e-3, top1_agreement=1.0,
+                           rss_mb=300.0, peak_rss_mb=310.0, forward_mb=10.0, memory_method="VmHWM reset after warm-up")]
+    table = bench.format_table(rows)
+    assert "bfloat16" in table and "RSS MiB" in table and " 120 " in table
+    assert "fresh process" in bench.memory_note(rows)
+    assert bench.summary(rows) == ["fastest for m batch 1: torch bfloat16, 2.0 ms, max rel err vs float64 4.0e-03, "
+                                   "top-1 agreement 1.000"]
+
+
+def test_environment_asks_each_backend_for_its_framework(monkeypatch):
+    from se_multi import dispatch
+    from se_multi.backends.numpy_backend import NumpyBackend
+
+    class ThirdParty(NumpyBackend):
+        name, package = "thirdparty", "pytest"  # a plugin whose framework is some installed package
+
+    monkeypatch.setattr(dispatch, "backend_class", lambda name: ThirdParty if name == "thirdparty" else NumpyBackend)
+    env = bench.environment(["numpy", "thirdparty"])
+    assert env["versions"]["numpy"] == f"numpy {np.__version__}"
+    assert env["versions"]["thirdparty"] == f"pytest {pytest.__version__}"
+    assert env["blas"] == [] or env["blas"][0]["library"]

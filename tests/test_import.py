@@ -7,7 +7,7 @@ import sys
 def test_import_se_multi_imports_no_framework():
     code = (
         "import sys, se_multi; se_multi.available_backends(); se_multi.backend_status();"
-        "loaded = [m for m in ('torch', 'mlx', 'cupy', 'onnxruntime', 'onnx') if m in sys.modules];"
+        "loaded = [m for m in ('torch', 'mlx', 'cupy', 'onnxruntime', 'onnx', 'openvino', 'threadpoolctl') if m in sys.modules];"
         "print(','.join(loaded))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

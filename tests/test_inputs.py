@@ -291,7 +291,7 @@ def test_model_option_types():
 
 def test_backend_option_types(cpu_backend):
     bad = {"torch": dict(channels_last="yes"), "mlx": dict(compile="no"), "onnxruntime": dict(threads="2"),
-           "numpy": dict(device=1)}[cpu_backend]
+           "numpy": dict(device=1), "openvino": dict(hint=2)}[cpu_backend]
     with pytest.raises((TypeError, ValueError), match="must be|only"):
         se_multi.get_backend(cpu_backend, **bad)
 

@@ -23,6 +23,7 @@ from se_multi.models import create_model, list_models  # noqa: E402
 from se_multi.onnx_export import OnnxExportError, OnnxRecorder, build_onnx, export_onnx  # noqa: E402
 
 from _parity import FIXTURE_MODELS, expected, rel_err, write_peer_checkpoint  # noqa: E402
+from conftest import require_backend  # noqa: E402
 
 #: small enough to keep the whole file fast, divisible by 32 as the U-Net needs
 SIZE = (64, 64)
@@ -109,7 +110,7 @@ def test_whole_graph_matches_peer_logits(peer_checkpoints, fixture):
     model = create_model(FIXTURE_MODELS[fixture], weights=str(peer_checkpoints(fixture)), backend="onnxruntime")
     logits = model(exp["x"])
     # the model call took the whole-graph path: one session, held by the model, no one-op graphs
-    assert len(model.module.graphs(model.ops.graph_cache_size)) == 1 and not len(model.ops._op_sessions)
+    assert len(model.module.graphs(model.ops.graph_cache_size)) == 1 and not len(model.ops._op_graphs)
     assert logits.shape == exp["logits"].shape
     assert rel_err(logits, exp["logits"]) <= 1e-4
     if "logits_without_se" in exp:  # the SE path is in the graph: dropping it is far outside tolerance
@@ -133,11 +134,16 @@ def test_conformance_suite_passes():
     assert result.passed, f"failed: {result.failed_ops}"
 
 
-@pytest.mark.parametrize("size,kernel,stride,pad", [(10, 3, 2, 0), (11, 3, 2, 1), (7, 2, 2, 1), (12, 3, 3, 1)])
+@pytest.mark.parametrize("size,kernel,stride,pad", [(10, 3, 2, 0), (11, 3, 2, 1), (7, 2, 2, 1), (12, 3, 3, 1),
+                                                    (8, 3, 2, 1), (5, 3, 3, 1)])
 @pytest.mark.parametrize("count_include_pad", [True, False])
-def test_ceil_mode_pools_follow_pytorch(size, kernel, stride, pad, count_include_pad):
-    x = np.random.default_rng(1).standard_normal((1, 3, size, size))
-    ops = _ort()
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_ceil_mode_pools_follow_pytorch(backend, size, kernel, stride, pad, count_include_pad):
+    """Both ONNX engines, PyTorch's rules: OpenVINO needs the backend's Pad/Slice forms for the
+    overhanging window's divisor and for a last window starting in the right padding."""
+    require_backend(backend)
+    x = np.random.default_rng(1).standard_normal((1, 3, size, size + 1))
+    ops = se_multi.get_backend(backend)
     k, s, p = (kernel, kernel), (stride, stride), (pad, pad)
     np.testing.assert_allclose(ops.avg_pool2d(x, k, s, p, True, count_include_pad),
                                ref.avg_pool2d(x, k, s, p, True, count_include_pad), rtol=1e-5, atol=1e-6)
@@ -148,7 +154,7 @@ def test_op_sessions_are_cached_by_signature():
     ops = _ort()
     x = np.ones((1, 4, 5, 5), np.float32)
     ops.relu(x), ops.relu(x * 2), ops.relu(np.ones((1, 4, 6, 5)))
-    assert len(ops._op_sessions) == 2
+    assert len(ops._op_graphs) == 2
 
 
 def test_session_options_are_for_inference():

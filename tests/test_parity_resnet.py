@@ -21,7 +21,7 @@ SE_FIXTURES = tuple(f for f in FIXTURES if f != "resnet50")
 #: (backend, dtype, tolerance on max|ours - peer| / max|peer|: the model-level tolerance)
 RUNS = tuple((b, d, MODEL_TOLERANCES[d]) for b, d in (
     ("numpy", "float64"), ("numpy", "float32"), ("torch", "float32"), ("mlx", "float32"), ("cupy", "float32"),
-    ("onnxruntime", "float32")))
+    ("onnxruntime", "float32"), ("openvino", "float32")))
 #: the fixtures store stage features in float32: a float64 run can match them only to float32 rounding
 FEATURE_TOL = {"float64": 1e-6, "float32": 1e-4}
 
