@@ -8,6 +8,7 @@ import argparse
 import sys
 import time
 
+from se_multi.dispatch import BUILTIN_BACKENDS
 from se_multi.files import json_text
 
 
@@ -21,9 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: the tag a timm/ hub id names, else the model's default tag)")
     p.add_argument("--weights", metavar="W",
                    help="checkpoint file or hub id (default: deterministic seeded weights, untrained)")
-    p.add_argument("--backend", default="auto", help="numpy, torch, mlx, cupy, onnxruntime or auto (default)")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--device", default=None)
+    p.add_argument("--backend", default="auto",
+                   help=f"{', '.join(BUILTIN_BACKENDS)}, an installed third-party backend, or auto (default)")
+    p.add_argument("--dtype", default="float32", help="compute dtype (default: float32; see `se-multi backends`)")
+    p.add_argument("--device", default=None, help="the backend's device, e.g. cpu, cuda, cuda:1, mps, GPU")
     p.add_argument("--seed", type=int, default=0, help="seed of the untrained weights when --weights is not given")
     p.add_argument("--topk", type=int, default=5, help="classes to show per image (default: 5)")
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per model call (default: 1)")
