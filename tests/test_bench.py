@@ -28,6 +28,25 @@ def test_benchmarks_collect_and_run_one_round():
     assert " passed" in out.stdout
 
 
+def test_the_readmes_benchmark_commands_start():
+    """Every ``pytest benchmarks ...`` line of the README starts as written (collected, not timed):
+    a project option that conflicts with ``--benchmark-only`` once stopped them all."""
+    import re
+    import shlex
+
+    lines = [ln.split("#")[0].strip() for ln in (ROOT / "README.md").read_text().splitlines()]
+    commands = [ln for ln in lines if re.match(r"^([A-Z_]+=\S+ )*pytest benchmarks", ln)]
+    assert len(commands) >= 3, commands
+    for command in commands:
+        words = shlex.split(command)
+        env = dict(os.environ, **dict(w.split("=", 1) for w in words if "=" in w and w.split("=")[0].isupper()))
+        argv = words[[i for i, w in enumerate(words) if w == "pytest"][0] + 1:]
+        out = subprocess.run([sys.executable, "-m", "pytest", *argv, "--collect-only", "-q", "-p", "no:cacheprovider"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, (command, out.stdout[-2000:] + out.stderr[-2000:])
+        assert re.search(r"\d+(/\d+)? tests? (collected|selected)", out.stdout), (command, out.stdout[-2000:])
+
+
 def test_bench_cli_offline_table_json_plot(tmp_path):
     pytest.importorskip("matplotlib")
     from se_multi.cli import main
