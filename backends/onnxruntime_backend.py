@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from se_multi.backend import BackendUnavailable
-from se_multi.backends.onnx_fed import OnnxFedBackend, cores
+from se_multi.backends.onnx_fed import OnnxFedBackend, cores, omp_threads
 from se_multi.dispatch import to_numpy
 
 
@@ -44,13 +44,13 @@ class OnnxRuntimeBackend(OnnxFedBackend):
         import onnxruntime
 
         self._ort = onnxruntime
-        self.threads = self.threads or cores()
+        self.threads = self.threads or omp_threads() or cores()
         self.providers = self._providers(device)
 
     def __repr__(self) -> str:
         providers = ", ".join(p if isinstance(p, str) else p[0] for p in self.providers)
         return (f"<OnnxRuntimeBackend 'onnxruntime' dtype={self.dtype}, whole graph, opset {self.opset}, "
-                f"{providers}, {self.threads} threads>")
+                f"{providers}, {self.threads} thread{'s' if self.threads != 1 else ''}>")
 
     # ------------------------------------------------------------------ sessions
     def _providers(self, device: str | None) -> list:

@@ -25,8 +25,8 @@ PyTorch export compile to the same execution graph node for node (``python -m be
   vs 4.8): static graphs are 5-20% faster (shapes are folded into the kernels and memory is
   planned once), and a static batch with them ~5% more than a symbolic one. A graph compiles
   in ~0.2 s (SE-ResNet-50), so a model seeing ever-new sizes should use ``shapes="dynamic"``.
-- **Threads.** ``threads=`` sets ``INFERENCE_NUM_THREADS`` (CPU; default: OpenVINO's, one per
-  core) and ``hint=`` the ``PERFORMANCE_HINT``: ``"latency"`` (default; one stream using every
+- **Threads.** ``threads=`` sets ``INFERENCE_NUM_THREADS`` (CPU; default: ``OMP_NUM_THREADS``
+  where set, as in a Ray actor, else OpenVINO's, one per core) and ``hint=`` the ``PERFORMANCE_HINT``: ``"latency"`` (default; one stream using every
   core for one call) or ``"throughput"``/``"cumulative_throughput"`` (several streams, for many
   concurrent calls). A compiled graph is run through a small pool of infer requests (one per
   concurrent call, at most :data:`se_multi.cache.INFER_REQUESTS_PER_GRAPH` kept idle), so a
@@ -40,7 +40,7 @@ import threading
 import numpy as np
 
 from se_multi.backend import BackendUnavailable
-from se_multi.backends.onnx_fed import OnnxFedBackend
+from se_multi.backends.onnx_fed import OnnxFedBackend, omp_threads
 from se_multi.dispatch import to_numpy
 
 #: se_multi dtype -> OpenVINO's inference precision, and the capability a device lists for it
@@ -76,6 +76,8 @@ class OpenVinoBackend(OnnxFedBackend):
         self.device = self._resolve_device(device)
         if self.threads is not None and not self.device.startswith("CPU"):
             raise ValueError(f"openvino backend: threads= applies to the CPU device; got device {self.device!r}")
+        if self.threads is None and self.device.startswith("CPU"):
+            self.threads = omp_threads()
         self.precision = self._check_precision()
         #: graph forms that OpenVINO computes right where it gets the plain ONNX form wrong
         #: (:data:`se_multi.onnx_export.WORKAROUNDS`): it divides a ceil-mode average pool's
@@ -87,7 +89,7 @@ class OpenVinoBackend(OnnxFedBackend):
                                       *(("strided_conv_pad",) if self.dtype == "bfloat16" else ())})
 
     def __repr__(self) -> str:
-        threads = f"{self.threads} threads" if self.threads else "default threads"
+        threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}" if self.threads else "default threads"
         return (f"<OpenVinoBackend 'openvino' dtype={self.dtype} (inference precision {self.precision}), "
                 f"whole graph, {self.device}, {self.shapes} shapes, {self.hint} hint, {threads}, "
                 f"opset {self.opset}, OpenVINO {self._ov.__version__.split('-')[0]}>")

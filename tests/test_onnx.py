@@ -166,6 +166,17 @@ def test_session_options_are_for_inference():
     assert so.intra_op_num_threads == ops.threads >= 1
 
 
+def test_omp_num_threads_is_the_default_thread_count(monkeypatch):
+    """Ray sets OMP_NUM_THREADS to each actor's CPU share; an explicit threads= still wins."""
+    from se_multi.backends.onnx_fed import cores
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert _ort().session_options().intra_op_num_threads == 1
+    assert se_multi.get_backend("onnxruntime", threads=3).session_options().intra_op_num_threads == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "0")
+    assert _ort().threads == cores()
+
+
 def test_cuda_device_needs_the_cuda_provider():
     import onnxruntime
 

@@ -77,7 +77,16 @@ def test_threads_and_hint_reach_the_compiled_model():
     ops.relu(_x((1, 2, 3, 3)))
     (run,) = [ops._op_graphs.get_or_create(k, lambda: None) for k in ops._op_graphs.keys()]
     assert run.compiled.get_property("INFERENCE_NUM_THREADS") == 1
-    assert "throughput hint, 1 threads" in repr(ops)
+    assert "throughput hint, 1 thread," in repr(ops)
+
+
+def test_omp_num_threads_is_the_default_thread_count(monkeypatch):
+    """Ray sets OMP_NUM_THREADS to each actor's CPU share; an explicit threads= still wins."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert _ov().config()["INFERENCE_NUM_THREADS"] == 1
+    assert _ov(threads=2).config()["INFERENCE_NUM_THREADS"] == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")
+    assert "INFERENCE_NUM_THREADS" not in _ov().config()
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
