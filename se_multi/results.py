@@ -58,7 +58,23 @@ class ResultWriter:
         self.close()
 
 
-class JsonlWriter(ResultWriter):
+class _AppendingWriter(ResultWriter):
+    """A text file (``self._file``) opened for appending and flushed after every batch, so a run
+    that is killed keeps every line it wrote (the resume reads them back)."""
+
+    def _write_one(self, p: Prediction) -> None:
+        raise NotImplementedError
+
+    def write(self, predictions):
+        for p in predictions:
+            self._write_one(p)
+        self._file.flush()
+
+    def close(self):
+        self._file.close()
+
+
+class JsonlWriter(_AppendingWriter):
     def __init__(self, path):
         super().__init__(path)
         if self.path.exists():
@@ -71,16 +87,11 @@ class JsonlWriter(ResultWriter):
                                      "use another --output to start afresh") from None
         self._file = open(self.path, "a", encoding="utf-8")
 
-    def write(self, predictions):
-        for p in predictions:
-            self._file.write(json_text(p.to_json()) + "\n")
-        self._file.flush()
-
-    def close(self):
-        self._file.close()
+    def _write_one(self, p: Prediction) -> None:
+        self._file.write(json_text(p.to_json()) + "\n")
 
 
-class CsvWriter(ResultWriter):
+class CsvWriter(_AppendingWriter):
     def __init__(self, path):
         super().__init__(path)
         fresh = not self.path.exists() or self.path.stat().st_size == 0
@@ -97,13 +108,8 @@ class CsvWriter(ResultWriter):
         if fresh:
             self._csv.writeheader()
 
-    def write(self, predictions):
-        for p in predictions:
-            self._csv.writerows(p.to_rows())
-        self._file.flush()
-
-    def close(self):
-        self._file.close()
+    def _write_one(self, p: Prediction) -> None:
+        self._csv.writerows(p.to_rows())
 
 
 class ParquetWriter(ResultWriter):

@@ -10,9 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
+from se_multi.conformance import MODEL_TOLERANCES
 from se_multi.init import recipe_input, recipe_state
 
 DATA = Path(__file__).parent / "data" / "parity"
+
+#: the ResNet-family parity runs: (backend, dtype, tolerance on max|ours - peer| / max|peer|: the model-level tolerance)
+RUNS = tuple((b, d, MODEL_TOLERANCES[d]) for b, d in (
+    ("numpy", "float64"), ("numpy", "float32"), ("torch", "float32"), ("mlx", "float32"), ("cupy", "float32"),
+    ("onnxruntime", "float32"), ("openvino", "float32")))
+#: the fixtures store stage features in float32: a float64 run can match them only to float32 rounding
+FEATURE_TOL = {"float64": 1e-6, "float32": 1e-4}
 
 #: fixture folder -> se_multi model name
 FIXTURE_MODELS = {

@@ -11,19 +11,12 @@ import numpy as np
 import pytest
 
 import se_multi
-from _parity import FIXTURE_MODELS, expected, peer_input, rel_err, write_peer_checkpoint
+from _parity import FEATURE_TOL, FIXTURE_MODELS, RUNS, expected, peer_input, rel_err, write_peer_checkpoint
 from conftest import require_backend
 from se_multi.backend import GraphBackend
-from se_multi.conformance import MODEL_TOLERANCES
 
 FIXTURES = ("seresnet50", "resnet50", "legacy_seresnet50", "smp.unet_se_resnet50_scse")
 SE_FIXTURES = tuple(f for f in FIXTURES if f != "resnet50")
-#: (backend, dtype, tolerance on max|ours - peer| / max|peer|: the model-level tolerance)
-RUNS = tuple((b, d, MODEL_TOLERANCES[d]) for b, d in (
-    ("numpy", "float64"), ("numpy", "float32"), ("torch", "float32"), ("mlx", "float32"), ("cupy", "float32"),
-    ("onnxruntime", "float32"), ("openvino", "float32")))
-#: the fixtures store stage features in float32: a float64 run can match them only to float32 rounding
-FEATURE_TOL = {"float64": 1e-6, "float32": 1e-4}
 
 
 @pytest.fixture(scope="module")
