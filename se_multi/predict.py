@@ -43,7 +43,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from se_multi.files import atomic_output
-from se_multi.preprocess import ImageError, preprocess
+from se_multi.preprocess import ImageError, decode_image, preprocess, transform
 from se_multi.pretrained import PretrainedCfg, get_config, imagenet_labels, tag_from_weights
 
 #: file extensions a folder or glob contributes (case-insensitive)
@@ -223,20 +223,25 @@ def mask_names(paths: Sequence[str]) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------ inputs
 def load_input(path: str, cfg: PretrainedCfg) -> list[tuple[str, np.ndarray]]:
-    """``[(name, NCHW array)]`` for one source: an image (one 1x3xHxW array), or an ``.npy`` batch
-    (named ``path[i]`` per image when it holds several)."""
+    """``[(path, NCHW array)]`` for one source file: an image (one 1x3xHxW array), or an ``.npy``
+    array (:class:`Runner` names its images ``path[i]`` when it holds several)."""
     if path.lower().endswith(".npy"):
-        return [(path, _load_npy(path))]
+        if not os.path.exists(path):
+            raise ImageError(f"input not found: {path}")
+        return [(path, decode_input(path, path, cfg))]
     return [(path, preprocess(path, cfg))]
 
 
-def _load_npy(path: str) -> np.ndarray:
-    if not os.path.exists(path):
-        raise ImageError(f"input not found: {path}")
-    try:
-        return np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise ImageError(f"{path}: cannot read as a NumPy .npy array ({type(exc).__name__}: {exc})") from None
+def decode_input(source, name: str, cfg: PretrainedCfg) -> np.ndarray:
+    """The NCHW array of ``source`` (a path or a binary file object, such as the bytes a Ray read
+    task hands an actor) named ``name``: an ``.npy`` array as stored, or an image decoded and
+    preprocessed with ``cfg``; a failure is an :class:`ImageError` naming ``name``."""
+    if name.lower().endswith(".npy"):
+        try:
+            return np.load(source, allow_pickle=False)
+        except Exception as exc:
+            raise ImageError(f"{name}: cannot read as a NumPy .npy array ({type(exc).__name__}: {exc})") from None
+    return transform(decode_image(source, name), cfg, name)[None]
 
 
 def resolve_config(model_name: str, pretrained_cfg: str | PretrainedCfg | None = None,
@@ -283,13 +288,35 @@ class Runner:
         return results
 
 
+def model_calls(arrays: Iterable[tuple[str, np.ndarray]], batch_size: int | None = None
+                ) -> Iterator[list[tuple[str, np.ndarray]]]:
+    """``(name, NCHW array)`` pairs grouped into the batches one model call each takes, in order:
+    consecutive single images of one shape, at most ``batch_size`` (None: no limit); an array
+    holding several images (an ``.npy`` batch) or of another rank is a call of its own. A batch is
+    yielded as soon as it is complete, before the next array is asked for."""
+    batch: list[tuple[str, np.ndarray]] = []
+    for name, x in arrays:
+        shape = getattr(x, "shape", ())
+        single = len(shape) == 4 and shape[0] == 1
+        if batch and (not single or shape != batch[0][1].shape):
+            yield batch
+            batch = []
+        batch.append((name, x))
+        if not single or (batch_size is not None and len(batch) >= batch_size):
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def iter_batches(paths: Sequence[str], cfg: PretrainedCfg, batch_size: int, threads: int | None = None,
                  prefetch: int = PREFETCH_BATCHES) -> Iterator[tuple[list[tuple[str, np.ndarray]], list[Prediction]]]:
-    """``(batch, errors)`` in input order: batches of up to ``batch_size`` same-shaped arrays, decoded
-    by a thread pool at most ``batch_size * (prefetch + 1)`` images ahead, and the sources that could
-    not be read (as error predictions). A multi-image ``.npy`` is a batch of its own."""
+    """``(batch, errors)`` in input order: the batches of :func:`model_calls`, decoded by a thread
+    pool at most ``batch_size * (prefetch + 1)`` images ahead, each with the sources before it
+    that could not be read (as error predictions)."""
     threads = threads or min(4, os.cpu_count() or 1)
     window = batch_size * (prefetch + 1)
+    errors: list[Prediction] = []
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="se_multi-decode") as pool:
         queue: collections.deque = collections.deque()
         todo = iter(paths)
@@ -301,28 +328,23 @@ def iter_batches(paths: Sequence[str], cfg: PretrainedCfg, batch_size: int, thre
                     return
                 queue.append((path, pool.submit(load_input, path, cfg)))
 
-        fill()
-        batch: list[tuple[str, np.ndarray]] = []
-        errors: list[Prediction] = []
-        while queue:
-            path, future = queue.popleft()
+        def decoded() -> Iterator[tuple[str, np.ndarray]]:
             fill()
-            try:
-                units = future.result()
-            except (ValueError, TypeError, OSError, MemoryError) as exc:
-                errors.append(_error(path, exc))
-                continue
-            for name, x in units:
-                shape = getattr(x, "shape", ())
-                if batch and (len(shape) != 4 or shape[0] != 1 or shape != batch[0][1].shape):
-                    yield batch, errors
-                    batch, errors = [], []
-                batch.append((name, x))
-                if len(batch) >= batch_size or len(shape) != 4 or shape[0] != 1:
-                    yield batch, errors
-                    batch, errors = [], []
-        if batch or errors:
-            yield batch, errors
+            while queue:
+                path, future = queue.popleft()
+                fill()
+                try:
+                    units = future.result()
+                except (ValueError, TypeError, OSError, MemoryError) as exc:
+                    errors.append(_error(path, exc))
+                    continue
+                yield from units
+
+        for batch in model_calls(decoded(), batch_size):
+            yield batch, errors[:]
+            errors.clear()
+        if errors:
+            yield [], errors
 
 
 def predict_batch(sources, model: Any = "seresnet50", *, weights: str | None = None, backend: Any = "auto",
@@ -332,7 +354,7 @@ def predict_batch(sources, model: Any = "seresnet50", *, weights: str | None = N
     """Predictions for every source (see the module docstring), yielded as each batch completes,
     in input order. ``model``: a name (built with ``weights``/``backend``/``dtype``/``device``) or
     a :class:`~se_multi.models.Model`. Sources in ``skip`` (already done) are left out."""
-    from se_multi.models import Model, create_model, list_models
+    from se_multi.models import Model, check_model_name, create_model
 
     _positive_int("batch_size", batch_size)
     _positive_int("topk", topk)
@@ -340,9 +362,7 @@ def predict_batch(sources, model: Any = "seresnet50", *, weights: str | None = N
     masks = mask_names(paths)
     skip = set(skip)
     paths = [p for p in paths if p not in skip]
-    name = model.name if isinstance(model, Model) else model
-    if not isinstance(model, Model) and name not in list_models():
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    name = model.name if isinstance(model, Model) else check_model_name(model)
     cfg = resolve_config(name, pretrained_cfg, weights)
     net = model if isinstance(model, Model) else create_model(name, weights=weights, backend=backend, dtype=dtype,
                                                                device=device, seed=seed)

@@ -48,43 +48,24 @@ class RayPredictor:
 
     def __init__(self, model: str, weights, backend, dtype, device, seed, topk, pretrained_cfg, output_dir, masks):
         from se_multi.models import create_model
-        from se_multi.predict import resolve_config
+        from se_multi.predict import Runner, resolve_config
 
-        self.net = create_model(model, weights=weights, backend=backend, dtype=dtype, device=device, seed=seed)
+        net = create_model(model, weights=weights, backend=backend, dtype=dtype, device=device, seed=seed)
         self.cfg = resolve_config(model, pretrained_cfg, weights)
-        self.topk, self.output_dir, self.masks = topk, output_dir, masks
-
-    def _decode(self, data: bytes, path: str) -> np.ndarray:
-        """The same decoding and messages as a local run (se_multi.predict.load_input), from bytes."""
-        from se_multi.preprocess import ImageError, decode_image, transform
-
-        if path.lower().endswith(".npy"):
-            try:
-                return np.load(io.BytesIO(data), allow_pickle=False)
-            except Exception as exc:
-                raise ImageError(f"{path}: cannot read as a NumPy .npy array ({type(exc).__name__}: {exc})") from None
-        return transform(decode_image(io.BytesIO(data), path), self.cfg, path)[None]
+        self.runner = Runner(net, self.cfg, topk, output_dir, masks)
 
     def __call__(self, batch: dict) -> dict:
-        from se_multi.predict import Runner, _error
+        from se_multi.files import json_text
+        from se_multi.predict import _error, decode_input, model_calls
 
-        runner = Runner(self.net, self.cfg, self.topk, self.output_dir, self.masks)
         results, arrays = [], []
         for data, path in zip(batch["bytes"], batch["path"]):
-            try:
-                arrays.append((path, self._decode(bytes(data), path)))
+            try:  # the same decoding and messages as a local run, from the bytes the read task gave
+                arrays.append((path, decode_input(io.BytesIO(bytes(data)), path, self.cfg)))
             except (ValueError, TypeError, OSError) as exc:
                 results.append(_error(path, exc))
-        # one model call per run of same-shaped single images, as the single-process pipeline does
-        group: list = []
-        for name, x in arrays:
-            if group and (x.shape != group[0][1].shape or x.shape[0] != 1):
-                results += runner.run(group)
-                group = []
-            group.append((name, x))
-        results += runner.run(group)
-        from se_multi.files import json_text
-
+        for call in model_calls(arrays):  # the model calls the single-process pipeline would make
+            results += self.runner.run(call)
         return {"image": np.array([r.source for r in results], dtype=object),
                 "result": np.array([json_text(r.to_json()) for r in results], dtype=object)}
 

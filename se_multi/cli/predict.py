@@ -61,14 +61,13 @@ def _progress(total: int, quiet: bool):
 
 def run(args: argparse.Namespace) -> int:
     from se_multi.cli import EXIT_FAILED
-    from se_multi.models import create_model, list_models
+    from se_multi.models import check_model_name, create_model
     from se_multi.predict import expand_sources, predict_batch, resolve_config
     from se_multi.results import open_writer
 
     _check(args)
     # cheap failures first: names, sources, the output file; then the model
-    if args.model not in list_models():
-        raise ValueError(f"unknown model {args.model!r}; known models: {', '.join(list_models())}")
+    check_model_name(args.model)
     cfg = resolve_config(args.model, args.pretrained_cfg, args.weights)
     paths = expand_sources(args.images)
     writer = open_writer(args.output) if args.output else None

@@ -43,11 +43,17 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_model(name: str, **kwargs) -> Module:
-    """The unbound module for ``name`` (declared parameters, no weights)."""
+def check_model_name(name: str) -> str:
+    """``name`` if it is a registered model, else the one error that lists the known ones."""
     _load_families()
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+    return name
+
+
+def build_model(name: str, **kwargs) -> Module:
+    """The unbound module for ``name`` (declared parameters, no weights)."""
+    check_model_name(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return _REGISTRY[name](**kwargs)
 
