@@ -21,6 +21,8 @@ RUNS = tuple((b, d, MODEL_TOLERANCES[d]) for b, d in (
     ("onnxruntime", "float32"), ("openvino", "float32")))
 #: the fixtures store stage features in float32: a float64 run can match them only to float32 rounding
 FEATURE_TOL = {"float64": 1e-6, "float32": 1e-4}
+#: the runs whose stage features are compared (op-by-op backends: a whole graph exposes none)
+FEATURE_RUNS = (("numpy", "float64"), ("numpy", "float32"), ("torch", "float32"))
 
 #: fixture folder -> se_multi model name
 FIXTURE_MODELS = {
@@ -73,3 +75,37 @@ def rel_err(ours, peer) -> float:
     """max|ours - peer| / max|peer|"""
     ours, peer = np.asarray(ours, np.float64), np.asarray(peer, np.float64)
     return float(np.abs(ours - peer).max() / np.abs(peer).max())
+
+
+def peer_runs(directory: Path):
+    """``get(fixture, backend, dtype) -> (logits, stage features or None)``, float64, each computed
+    once: the fixture's checkpoint is written once into ``directory``, loaded through the public
+    ``create_model(weights=path)``, run, and the model dropped at once (SENet-154 has 115M
+    parameters), so one model at a time is alive. Stage features are taken for
+    :data:`FEATURE_RUNS` only."""
+    import gc
+
+    import se_multi
+
+    paths, cache = {}, {}
+
+    def get(fixture, backend, dtype):
+        key = (fixture, backend, dtype)
+        if key not in cache:
+            if fixture not in paths:
+                paths[fixture] = write_peer_checkpoint(fixture, directory)
+            model = se_multi.create_model(FIXTURE_MODELS[fixture], weights=str(paths[fixture]), backend=backend,
+                                          dtype=dtype)
+            x = peer_input(fixture)
+            logits = se_multi.to_numpy(model(x)).astype(np.float64)
+            features = None
+            if (backend, dtype) in FEATURE_RUNS:
+                ops = model.ops
+                features = {name: se_multi.to_numpy(ops.output(f)).astype(np.float64)
+                            for name, f in model.module.forward_features(ops, ops.input(x)).items()}
+            cache[key] = logits, features
+            del model
+            gc.collect()
+        return cache[key]
+
+    return get

@@ -39,8 +39,9 @@ def test_the_readmes_benchmark_commands_start():
     assert len(commands) >= 3, commands
     for command in commands:
         words = shlex.split(command)
-        env = dict(os.environ, **dict(w.split("=", 1) for w in words if "=" in w and w.split("=")[0].isupper()))
-        argv = words[[i for i, w in enumerate(words) if w == "pytest"][0] + 1:]
+        at = words.index("pytest")  # VAR=value words before it set the environment
+        env = dict(os.environ, **dict(w.split("=", 1) for w in words[:at]))
+        argv = words[at + 1:]
         out = subprocess.run([sys.executable, "-m", "pytest", *argv, "--collect-only", "-q", "-p", "no:cacheprovider"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, (command, out.stdout[-2000:] + out.stderr[-2000:])

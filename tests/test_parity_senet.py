@@ -9,15 +9,11 @@ features) are taken, so one model at a time is alive, and each (fixture, backend
 
 from __future__ import annotations
 
-import gc
-
 import numpy as np
 import pytest
 
-import se_multi
-from _parity import FEATURE_TOL, FIXTURE_MODELS, RUNS, expected, manifest, peer_input, rel_err, write_peer_checkpoint
+from _parity import FEATURE_RUNS, FEATURE_TOL, FIXTURE_MODELS, RUNS, expected, manifest, peer_input, peer_runs, rel_err
 from conftest import require_backend
-from se_multi.backend import GraphBackend
 from se_multi.conformance import MODEL_TOLERANCES
 
 FIXTURES = ("legacy_senet154", "legacy_seresnet18", "legacy_seresnext50_32x4d", "seresnet152d",
@@ -26,32 +22,8 @@ FIXTURES = ("legacy_senet154", "legacy_seresnet18", "legacy_seresnext50_32x4d", 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    """(fixture, backend, dtype) -> (logits, stage features or None), computed once each; the
-    checkpoint is written once per fixture and the model freed right after its run."""
-    directory = tmp_path_factory.mktemp("senet_peer_checkpoints")
-    paths, cache = {}, {}
-
-    def get(fixture, backend, dtype):
-        key = (fixture, backend, dtype)
-        if key not in cache:
-            if fixture not in paths:
-                paths[fixture] = write_peer_checkpoint(fixture, directory)
-            model = se_multi.create_model(FIXTURE_MODELS[fixture], weights=str(paths[fixture]), backend=backend,
-                                          dtype=dtype)
-            x = peer_input(fixture)
-            logits = se_multi.to_numpy(model(x)).astype(np.float64)
-            features = None
-            if not isinstance(model.ops, GraphBackend):  # a whole-graph backend exposes no intermediates
-                ops = model.ops
-                features = {name: se_multi.to_numpy(ops.output(f)).astype(np.float64)
-                            for name, f in model.module.forward_features(ops, ops.input(x)).items()}
-            cache[key] = logits, features
-            del model
-            gc.collect()
-        return cache[key]
-
-    yield get
-    cache.clear()
+    """(fixture, backend, dtype) -> (logits, stage features or None), computed once each."""
+    return peer_runs(tmp_path_factory.mktemp("senet_peer_checkpoints"))
 
 
 @pytest.mark.parametrize("fixture", FIXTURES)
@@ -79,7 +51,7 @@ def test_logits_match_peer(results, fixture, backend, dtype, tol):
 
 
 @pytest.mark.parametrize("fixture", FIXTURES)
-@pytest.mark.parametrize("backend,dtype", [("numpy", "float64"), ("numpy", "float32"), ("torch", "float32")])
+@pytest.mark.parametrize("backend,dtype", FEATURE_RUNS)
 def test_stage_features_match_peer(results, fixture, backend, dtype):
     require_backend(backend)
     _, ours = results(fixture, backend, dtype)
