@@ -26,9 +26,6 @@ from typing import Iterable
 from se_multi.files import json_text
 from se_multi.predict import ROW_FIELDS, Prediction
 
-FORMATS = (".jsonl", ".csv", ".parquet")
-
-
 def _drop_torn_tail(path: Path) -> None:
     """Cut a last line that has no newline (a write interrupted mid-line)."""
     with open(path, "rb+") as f:
@@ -153,14 +150,17 @@ class ParquetWriter(ResultWriter):
             os.replace(self._tmp, self.path)
 
 
+#: output extension -> its writer
+WRITERS: dict[str, type[ResultWriter]] = {".jsonl": JsonlWriter, ".csv": CsvWriter, ".parquet": ParquetWriter}
+
+
 def open_writer(path: str | os.PathLike) -> ResultWriter:
     """The writer for ``path``'s format (by extension)."""
     suffix = Path(path).suffix.lower()
-    writers = {".jsonl": JsonlWriter, ".csv": CsvWriter, ".parquet": ParquetWriter}
-    if suffix not in writers:
-        raise ValueError(f"--output {os.fspath(path)!r}: results are written as {', '.join(FORMATS)} "
+    if suffix not in WRITERS:
+        raise ValueError(f"--output {os.fspath(path)!r}: results are written as {', '.join(WRITERS)} "
                          "(segmentation masks go to --output-dir DIR)")
-    return writers[suffix](path)
+    return WRITERS[suffix](path)
 
 
 def read_results(path: str | os.PathLike) -> list[dict]:
