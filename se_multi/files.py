@@ -25,9 +25,11 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike, durable: bool = False) -> Iterator[Path]:
     """``with atomic_output("out.onnx") as tmp: write(tmp)``: ``out.onnx`` appears complete, or not
-    at all. The temporary name keeps the target's extension (libraries pick formats by it)."""
+    at all. The temporary name keeps the target's extension (libraries pick formats by it).
+    ``durable``: the file's data and the rename are synced to disk before returning, so a power
+    loss right after cannot leave an empty file under the target's name (results files)."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a directory; expected a file path to write")
@@ -37,11 +39,23 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> what a plain open() would have given
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, path)
+        if durable:
+            _fsync(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _fsync(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -4,8 +4,14 @@ hundred thousand; ``se-multi predict`` (:mod:`se_multi.cli.predict`) is its comm
 
 Sources (:func:`expand_sources`): image files, folders (recursive, by extension), globs
 (``photos/**/*.jpg``) and ``@list.txt`` (one source per line, relative to the list file's
-folder; blank lines and ``#`` comments ignored). An ``.npy`` source is an already-preprocessed
-NCHW float array given to the model as is (the model's input checks apply).
+folder; blank lines and ``#`` comments ignored; a list that includes itself is an error). An
+``.npy`` source is an already-preprocessed NCHW float array given to the model as is (the
+model's input checks apply); one holding several images gives ``name[i]`` for each.
+
+Identity: a source is its resolved real path (:func:`source_key`), so ``imgs/a.jpg``,
+``./imgs/a.jpg``, an absolute spelling and a symlink to it are one image, run once; an image of
+an ``.npy`` batch is ``<real path>[i]`` (:func:`unit_key`). Results keep the name as given (a
+name that is not UTF-8 is shown with each undecodable byte as ``\\xNN``: :func:`printable`).
 
 Each image is preprocessed with the pretrained config of the weights (``pretrained_cfg``, else
 the tag a hub id names, else the model's default tag; see :mod:`se_multi.pretrained`), batched
@@ -15,7 +21,8 @@ the tag a hub id names, else the model's default tag; see :mod:`se_multi.pretrai
   when K is 1000, ``class <k>`` otherwise;
 - segmentation model (output N x K x H x W): the class map, argmax over K (K = 1: the
   binary map ``logit > 0``), sized like the network input; with ``output_dir`` it is written
-  there as a palette PNG whose pixel values are the class ids, named after the image. The
+  there as a palette PNG whose pixel values are the class ids, named from the image's identity
+  (:func:`mask_file`: one file per image, the same in every run). The
   report lists the classes by the fraction of pixels they cover;
 - an image that cannot be read or run: a :class:`Prediction` with ``error`` (its path and the
   reason); the run goes on.
@@ -35,6 +42,7 @@ import collections
 import glob
 import hashlib
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +76,10 @@ class Prediction:
     segmentation: bool = False
     #: the exception behind ``error`` (not serialised): what :func:`predict` re-raises
     exception: BaseException | None = field(default=None, repr=False, compare=False)
+    #: the image's identity (:func:`unit_key`) and its source file's (:func:`source_key`); what a
+    #: results store keys rows by (not serialised: the name is ``source``)
+    key: str | None = field(default=None, compare=False)
+    origin: str | None = field(default=None, compare=False)
 
     @property
     def is_segmentation(self) -> bool:
@@ -81,9 +93,9 @@ class Prediction:
         """``{"image", "topk": [{"rank", "class", "label", "prob"|"fraction"}]}`` (segmentation
         adds ``mask`` and ``mask_size``), or ``{"image", "error"}``."""
         if self.error is not None:
-            return {"image": self.source, "error": self.error}
+            return {"image": printable(self.source), "error": self.error}
         key = "fraction" if self.is_segmentation else "prob"
-        out: dict[str, Any] = {"image": self.source,
+        out: dict[str, Any] = {"image": printable(self.source),
                                "topk": [{"rank": r + 1, "class": k, "label": lab, key: p}
                                         for r, (k, lab, p) in enumerate(self.topk)]}
         if self.is_segmentation:
@@ -96,9 +108,9 @@ class Prediction:
         """The tabular form (:data:`ROW_FIELDS`): one row per rank, or one error row."""
         empty = dict.fromkeys(ROW_FIELDS)
         if self.error is not None:
-            return [{**empty, "image": self.source, "error": self.error}]
+            return [{**empty, "image": printable(self.source), "error": self.error}]
         key = "fraction" if self.is_segmentation else "prob"
-        return [{**empty, "image": self.source, "rank": r + 1, "class": k, "label": lab, key: p,
+        return [{**empty, "image": printable(self.source), "rank": r + 1, "class": k, "label": lab, key: p,
                  "mask": self.mask_path} for r, (k, lab, p) in enumerate(self.topk)]
 
     @classmethod
@@ -175,50 +187,96 @@ def _is_input(path: str) -> bool:
     return path.lower().endswith(INPUT_EXTENSIONS)
 
 
-def expand_sources(sources: Iterable[str | os.PathLike] | str | os.PathLike) -> list[str]:
+def printable(name: str) -> str:
+    """``name`` as valid UTF-8 text: a file name whose bytes are not UTF-8 (Python holds them as
+    surrogate escapes) shows each undecodable byte as ``\\xNN``, so JSON, CSV and Parquet can hold
+    it; other names are returned unchanged."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def source_key(path: str | os.PathLike) -> str:
+    """A source file's identity: its resolved real path (relative spellings, ``./``, trailing
+    slashes and symlinks all resolve to one key; a missing file keys by where it would be)."""
+    return os.path.realpath(os.fsdecode(path))
+
+
+def unit_key(origin: str, index: int | None = None) -> str:
+    """An image's identity: its source's key, or ``<key>[i]`` for image ``i`` of an ``.npy`` batch."""
+    return origin if index is None else f"{origin}[{index}]"
+
+
+def mask_file(key: str) -> str:
+    """The class-map PNG name of the image keyed ``key``: ``<stem>[_<i>]-<10 hex>.png``, the hash of
+    the key, so two images never share a mask and an image's mask is named the same in every run,
+    whatever else the run holds or skips."""
+    m = re.fullmatch(r"(.*)\[(\d+)\]", key)
+    origin, index = (m.group(1), f"_{m.group(2)}") if m and m.group(1).lower().endswith(".npy") else (key, "")
+    digest = hashlib.sha1(os.fsencode(key)).hexdigest()[:10]
+    return f"{printable(Path(origin).stem)}{index}-{digest}.png"
+
+
+def expand_sources(sources: Iterable[str | os.PathLike] | str | bytes | os.PathLike) -> list[str]:
     """Files (existing or not: a missing one becomes an error result), folders (recursive,
-    sorted), globs and ``@list.txt`` -> the image paths, in order, each once. A folder, glob or
-    list that yields nothing is an error: it is almost always a typo."""
-    if isinstance(sources, (str, os.PathLike)):
+    sorted), globs and ``@list.txt`` -> the image paths, in order, each file once (by
+    :func:`source_key`: the first spelling is kept). A folder, glob or list that yields nothing is
+    an error (it is almost always a typo), and so is a list that includes itself."""
+    if isinstance(sources, (str, bytes, os.PathLike)):
         sources = [sources]
-    out: list[str] = []
+    elif not isinstance(sources, Iterable):
+        raise TypeError(f"sources must be a path or an iterable of paths; got {type(sources).__name__}")
+    unique: dict[str, str] = {}
+    for path in _expand(sources, ()):
+        unique.setdefault(source_key(path), path)
+    return list(unique.values())
+
+
+def _expand(sources: Iterable, lists: tuple[str, ...]) -> Iterator[str]:
     for source in sources:
-        text = os.fspath(source)
+        if not isinstance(source, (str, bytes, os.PathLike)):
+            raise TypeError(f"a source must be a path (str or os.PathLike); got {type(source).__name__}")
+        text = os.fsdecode(source)
         if text.startswith("@"):
-            out += _listed(text[1:])
+            yield from _listed(text[1:], lists)
         elif os.path.isdir(text):
             found = sorted(os.path.join(root, f) for root, _, files in os.walk(text) for f in files if _is_input(f))
             if not found:
                 raise ValueError(f"{text}: no images in this folder (looked for {', '.join(INPUT_EXTENSIONS)})")
-            out += found
+            yield from found
         elif glob.has_magic(text):
+            # a `**` glob follows directory symlinks, so a symlink loop repeats files under ever
+            # longer names until the OS's limit: expand_sources keeps each real file once
             found = sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p) and _is_input(p))
             if not found:
                 raise ValueError(f"no image files match {text!r}")
-            out += found
+            yield from found
         else:
-            out.append(text)
-    return list(dict.fromkeys(out))
+            yield text
 
 
-def _listed(list_path: str) -> list[str]:
+def _listed(list_path: str, lists: tuple[str, ...]) -> Iterator[str]:
+    key = source_key(list_path)
+    if key in lists:
+        chain = " -> ".join(f"@{p}" for p in (*lists[lists.index(key):], key))
+        raise ValueError(f"@{list_path}: the list includes itself ({chain})")
     try:
         lines = Path(list_path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ValueError(f"@{list_path}: cannot read the list of images ({exc.strerror or exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"@{list_path}: cannot read the list of images ({getattr(exc, 'strerror', None) or exc})") from None
     base = os.path.dirname(list_path)
     entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not entries:
         raise ValueError(f"@{list_path}: the list is empty")
-    return expand_sources(e if os.path.isabs(e) or e.startswith("@") else os.path.join(base, e) for e in entries)
+    yield from _expand((_relative_to(base, e) for e in entries), (*lists, key))
 
 
-def mask_names(paths: Sequence[str]) -> dict[str, str]:
-    """Each image's mask file name: ``<stem>.png``, or ``<stem>-<8 hex>.png`` where stems collide
-    (the hash of the path, so a name never depends on which images a run skips)."""
-    stems = collections.Counter(Path(p).stem for p in paths)
-    return {p: f"{Path(p).stem}.png" if stems[Path(p).stem] == 1 else
-            f"{Path(p).stem}-{hashlib.sha1(os.path.abspath(p).encode()).hexdigest()[:8]}.png" for p in paths}
+def _relative_to(base: str, entry: str) -> str:
+    """A list entry (a path, or ``@`` and a list's path) relative to the listing file's folder."""
+    at, path = ("@", entry[1:]) if entry.startswith("@") else ("", entry)
+    return at + (path if os.path.isabs(path) else os.path.join(base, path))
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -252,7 +310,9 @@ def resolve_config(model_name: str, pretrained_cfg: str | PretrainedCfg | None =
 
 # ------------------------------------------------------------------------------ running
 def _error(source: str, exc: BaseException) -> Prediction:
-    return Prediction(source, error=" ".join(str(exc).split()) or type(exc).__name__, exception=exc)
+    origin = source_key(source)
+    return Prediction(source, error=" ".join(str(exc).split()) or type(exc).__name__, exception=exc,
+                      key=origin, origin=origin)
 
 
 def _positive_int(name: str, value) -> int:
@@ -263,28 +323,32 @@ def _positive_int(name: str, value) -> int:
 
 class Runner:
     """A model and its preprocessing, turning batches of arrays into predictions (the part a
-    Ray actor holds too); masks go to ``output_dir`` under :func:`mask_names`."""
+    Ray actor holds too); masks go to ``output_dir``, named by :func:`mask_file`."""
 
-    def __init__(self, model, cfg: PretrainedCfg, topk: int = 5, output_dir: str | None = None,
-                 mask_files: dict[str, str] | None = None):
+    def __init__(self, model, cfg: PretrainedCfg, topk: int = 5, output_dir: str | None = None):
         self.model, self.cfg, self.topk = model, cfg, _positive_int("topk", topk)
-        self.output_dir, self.mask_files = output_dir, mask_files or {}
+        self.output_dir = output_dir
 
     def run(self, batch: list[tuple[str, np.ndarray]]) -> list[Prediction]:
         """Predictions for ``[(name, NCHW array)]``, one model call for the whole batch; a failed
-        call fails each image of the batch, with the reason."""
+        call fails each image of the batch, with the reason. Masks are written before the
+        predictions are returned, so a stored row never names a mask that is not there."""
         if not batch:
             return []
         try:
             y = np.asarray(self.model.predict_numpy(np.concatenate([x for _, x in batch])), np.float64)
         except (ValueError, TypeError, OSError, MemoryError) as exc:
             return [_error(name, exc) for name, _ in batch]
-        names = [f"{name}[{i}]" if len(x) > 1 else name for name, x in batch for i in range(len(x))]
-        results = [interpret(name, out, self.topk) for name, out in zip(names, y)]
-        for r in results:
+        units = [(f"{name}[{i}]", unit_key(origin, i), origin) if len(x) > 1 else (name, origin, origin)
+                 for name, x in batch for origin in (source_key(name),) for i in range(len(x))]
+        results = []
+        for (name, key, origin), out in zip(units, y):
+            r = interpret(name, out, self.topk)
+            r.key, r.origin = key, origin
             if r.class_map is not None and self.output_dir is not None:
-                r.mask_path = os.path.join(self.output_dir, self.mask_files.get(r.source) or mask_names([r.source])[r.source])
+                r.mask_path = os.path.join(self.output_dir, mask_file(key))
                 write_mask(r.mask_path, r.class_map)
+            results.append(r)
         return results
 
 
@@ -353,23 +417,36 @@ def predict_batch(sources, model: Any = "seresnet50", *, weights: str | None = N
                   threads: int | None = None, skip: Iterable[str] = ()) -> Iterator[Prediction]:
     """Predictions for every source (see the module docstring), yielded as each batch completes,
     in input order. ``model``: a name (built with ``weights``/``backend``/``dtype``/``device``) or
-    a :class:`~se_multi.models.Model`. Sources in ``skip`` (already done) are left out."""
+    a :class:`~se_multi.models.Model`. Sources in ``skip`` (already done; paths in any spelling,
+    or :func:`source_key` keys) are left out."""
+    for predictions in prediction_batches(sources, model, weights=weights, backend=backend, dtype=dtype,
+                                          device=device, batch_size=batch_size, topk=topk,
+                                          pretrained_cfg=pretrained_cfg, seed=seed, output_dir=output_dir,
+                                          threads=threads, skip=skip):
+        yield from predictions
+
+
+def prediction_batches(sources, model: Any = "seresnet50", *, weights: str | None = None, backend: Any = "auto",
+                       dtype: str = "float32", device: str | None = None, batch_size: int = 1, topk: int = 5,
+                       pretrained_cfg: str | PretrainedCfg | None = None, seed: int = 0,
+                       output_dir: str | None = None, threads: int | None = None,
+                       skip: Iterable[str] = ()) -> Iterator[list[Prediction]]:
+    """:func:`predict_batch` one list per model call (with the sources before it that could not
+    be read): each list holds whole source files, the unit a results store commits at once."""
     from se_multi.models import Model, check_model_name, create_model
 
     _positive_int("batch_size", batch_size)
     _positive_int("topk", topk)
     paths = expand_sources(sources)
-    masks = mask_names(paths)
-    skip = set(skip)
-    paths = [p for p in paths if p not in skip]
+    done = {source_key(p) for p in skip}
+    paths = [p for p in paths if source_key(p) not in done]
     name = model.name if isinstance(model, Model) else check_model_name(model)
     cfg = resolve_config(name, pretrained_cfg, weights)
     net = model if isinstance(model, Model) else create_model(name, weights=weights, backend=backend, dtype=dtype,
                                                                device=device, seed=seed)
-    runner = Runner(net, cfg, topk, output_dir, masks)
+    runner = Runner(net, cfg, topk, output_dir)
     for batch, errors in iter_batches(paths, cfg, batch_size, threads):
-        yield from errors
-        yield from runner.run(batch)
+        yield errors + runner.run(batch)
 
 
 def predict(images: Sequence[str] | str, model: str = "seresnet50", weights: str | None = None,

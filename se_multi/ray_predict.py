@@ -5,7 +5,15 @@
 builds the model once (``create_model``) and turns each batch of image bytes into the rows
 :func:`se_multi.predict.predict_batch` would give (decoding and preprocessing happen in the
 actor, so a corrupt image is an error row, not a failed task). The driver collects the rows as
-they complete (in completion order, not input order) and writes them with the same writers.
+they complete (in completion order, not input order), one list per block of whole source files,
+and writes them with the same results store. Files are read by their resolved real paths (their
+identity, :func:`se_multi.predict.source_key`); the results keep the names as given.
+
+Failures: everything a local run checks before it starts (model, weights, backend, dtype,
+device) the command line checks before Ray starts, by building the model once in the driver; an
+actor's own exception reaches the driver as ``RayTaskError`` and is re-raised as the exception
+it wraps, so ``--ray`` fails with the same one line and exit code as a local run. A file name
+that is not UTF-8 is an error row (Ray Data's reader takes UTF-8 paths only).
 
 Resources: an actor asks for ``num_cpus`` below one CPU when the cluster is small, so that the
 read tasks always find a CPU -- on a 2-core machine, two actors asking one CPU each starve the
@@ -21,7 +29,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from se_multi.predict import Prediction, mask_names
+from se_multi.predict import Prediction, source_key
 
 
 def _cuda(backend: Any, device: Any) -> bool:
@@ -46,13 +54,13 @@ def actor_cpus(cluster_cpus: float, workers: int) -> float:
 class RayPredictor:
     """The ``map_batches`` callable class: one model per actor, built in ``__init__``."""
 
-    def __init__(self, model: str, weights, backend, dtype, device, seed, topk, pretrained_cfg, output_dir, masks):
+    def __init__(self, model: str, weights, backend, dtype, device, seed, topk, pretrained_cfg, output_dir):
         from se_multi.models import create_model
         from se_multi.predict import Runner, resolve_config
 
         net = create_model(model, weights=weights, backend=backend, dtype=dtype, device=device, seed=seed)
         self.cfg = resolve_config(model, pretrained_cfg, weights)
-        self.runner = Runner(net, self.cfg, topk, output_dir, masks)
+        self.runner = Runner(net, self.cfg, topk, output_dir)
 
     def __call__(self, batch: dict) -> dict:
         from se_multi.files import json_text
@@ -66,16 +74,17 @@ class RayPredictor:
                 results.append(_error(path, exc))
         for call in model_calls(arrays):  # the model calls the single-process pipeline would make
             results += self.runner.run(call)
-        return {"image": np.array([r.source for r in results], dtype=object),
+        return {"key": np.array([r.key for r in results], dtype=object),
+                "origin": np.array([r.origin for r in results], dtype=object),
                 "result": np.array([json_text(r.to_json()) for r in results], dtype=object)}
 
 
 def predict_with_ray(paths: Sequence[str], model: str, *, address: str | None = None, workers: int = 2,
                      batch_size: int = 1, weights=None, backend: Any = "auto", dtype: str = "float32",
                      device=None, seed: int = 0, topk: int = 5, pretrained_cfg=None,
-                     output_dir: str | None = None) -> Iterator[Prediction]:
-    """Predictions for ``paths`` computed by a Ray actor pool (see the module docstring), in
-    completion order. Missing files are error predictions straight away."""
+                     output_dir: str | None = None) -> Iterator[list[Prediction]]:
+    """Predictions for ``paths`` computed by a Ray actor pool (see the module docstring), one list
+    per block of whole files, in completion order. Missing files are error predictions first."""
     import json
 
     try:
@@ -84,12 +93,20 @@ def predict_with_ray(paths: Sequence[str], model: str, *, address: str | None = 
         raise ValueError("--ray needs Ray Data: pip install 'se-multi[ray]'") from None
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be a positive int; got {workers!r}")
-    masks = mask_names(paths) if output_dir else None  # small constructor arguments stay out of the object store
-    existing = [p for p in paths if os.path.isfile(p)]
+    names: dict[str, str] = {}  # source key -> the name as given
+    early: list[Prediction] = []
     for p in paths:
+        key = source_key(p)
         if not os.path.isfile(p):
-            yield Prediction(p, error=f"image not found: {p}")
-    if not existing:
+            early.append(Prediction(p, error=f"image not found: {p}", key=key, origin=key))
+        elif not _utf8(key):
+            early.append(Prediction(p, error="the file name is not UTF-8, and Ray Data reads UTF-8 paths only; "
+                                             "predict it without --ray", key=key, origin=key))
+        else:
+            names[key] = p
+    if early:
+        yield early
+    if not names:
         return
     started = not ray.is_initialized()
     if started:
@@ -104,16 +121,49 @@ def predict_with_ray(paths: Sequence[str], model: str, *, address: str | None = 
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = ctx.print_on_execution_start = ctx.enable_auto_log_stats = False
         cpus = ray.cluster_resources().get("CPU", 1.0)
-        ds = ray.data.read_binary_files(existing, include_paths=True)
+        ds = ray.data.read_binary_files(list(names), include_paths=True)
         out = ds.map_batches(
             RayPredictor, batch_size=batch_size, batch_format="numpy",
             fn_constructor_kwargs=dict(model=model, weights=weights, backend=backend, dtype=dtype, device=device,
-                                       seed=seed, topk=topk, pretrained_cfg=pretrained_cfg, output_dir=output_dir,
-                                       masks=masks),
+                                       seed=seed, topk=topk, pretrained_cfg=pretrained_cfg, output_dir=output_dir),
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=actor_cpus(cpus, workers),
             num_gpus=1 if _cuda(backend, device) else 0)
-        for row in out.iter_rows():
-            yield Prediction.from_json(json.loads(row["result"]))
+        try:
+            for block in out.iter_batches(batch_size=None, batch_format="numpy"):
+                yield [_named(Prediction.from_json(json.loads(result)), key, origin, names)
+                       for key, origin, result in zip(block["key"], block["origin"], block["result"])]
+        except ray.exceptions.RayError as exc:
+            raise _unwrapped(exc) from None
     finally:
         if started:
             ray.shutdown()
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _named(p: Prediction, key: str, origin: str, names: dict[str, str]) -> Prediction:
+    """An actor's prediction (named by real path) under the name the user gave, with its keys."""
+    given = names.get(origin, origin)
+    p.source = given + key[len(origin):]  # "" or "[i]" for an image of an .npy batch
+    p.key, p.origin = key, origin
+    return p
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """The exception an actor raised, out of Ray's wrappers (``RayTaskError`` and
+    ``ActorDiedError`` carry it as ``cause``), so the command line reports it as a local run
+    would; Ray's own failures (a node lost, the object store full) stay what they are."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        cause = getattr(exc, "cause", None) or getattr(exc, "__cause__", None)
+        if not isinstance(cause, BaseException):
+            break
+        exc = cause
+    return exc

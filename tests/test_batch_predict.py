@@ -56,13 +56,18 @@ def test_folders_globs_and_lists_expand_in_order(photos, tmp_path):
     assert len(listed) == 1 + 18 + 1
 
 
-def test_mask_names_are_unique_and_do_not_depend_on_what_runs(photos):
+def test_mask_names_are_unique_and_depend_on_the_image_alone(photos, tmp_path):
     paths = P.expand_sources(photos)
-    names = P.mask_names(paths)
+    names = {p: P.mask_file(P.source_key(p)) for p in paths}
     assert len(set(names.values())) == len(paths)
-    clash = [p for p in paths if p.endswith("same.png")]
-    assert all(names[p].startswith("same-") for p in clash)
-    assert P.mask_names(paths[5:])[paths[-1]] == names[paths[-1]]
+    assert all(names[p].startswith("same-") for p in paths if p.endswith("same.png"))
+    # the name is the image's, however it is spelled or reached
+    link = tmp_path / "link.png"
+    link.symlink_to(paths[0])
+    assert P.mask_file(P.source_key(link)) == names[paths[0]]
+    # images of an .npy batch: one name each, with the index
+    batch = [P.mask_file(P.unit_key(P.source_key("/d/x.npy"), i)) for i in range(3)]
+    assert len(set(batch)) == 3 and [n[:4] for n in batch] == ["x_0-", "x_1-", "x_2-"]
 
 
 # ------------------------------------------------------------------------------ batching and streaming

@@ -12,7 +12,7 @@ from se_multi.cli import main
 from se_multi.init import recipe_state
 from se_multi.models import build_model, create_model
 from conftest import require_backend
-from se_multi.predict import predict
+from se_multi.predict import mask_file, predict, source_key
 from se_multi.preprocess import ImageError, preprocess
 from se_multi.pretrained import imagenet_labels
 
@@ -142,7 +142,7 @@ def test_predict_on_a_peer_checkpoint_equals_the_peer(capsys, tmp_path, fixture)
 
 # ------------------------------------------------------------------------------ segmentation
 def test_segmentation_mask_png(capsys, images, tmp_path):
-    mask = tmp_path / f"{images[0].stem}.png"  # --output-dir names each mask after its image
+    mask = tmp_path / mask_file(source_key(images[0]))  # --output-dir names each mask after its image's identity
     rc, out, _ = _run(capsys, images[0], "--model", SEGMENTER, "--backend", "numpy", "--output-dir", tmp_path, "--json")
     assert rc == 0
     result = json.loads(out)["results"][0]
@@ -165,7 +165,7 @@ def test_segmentation_masks_for_several_images(capsys, images, tmp_path):
                       "seresnet50.a3_in1k", "--output-dir", tmp_path / "masks", "--batch-size", "2")
     assert rc == 0
     for p in images:
-        with Image.open(tmp_path / "masks" / f"{p.stem}.png") as img:
+        with Image.open(tmp_path / "masks" / mask_file(source_key(p))) as img:
             assert img.size == (160, 160)
 
 
@@ -179,7 +179,7 @@ def test_segmentation_mask_equals_smp_argmax(capsys, tmp_path):
                     write_peer_checkpoint("smp.unet_se_resnet50_scse", tmp_path), "--backend", "numpy",
                     "--dtype", "float64", "--output-dir", tmp_path)
     assert rc == 0
-    with Image.open(tmp_path / "x.png") as img:
+    with Image.open(tmp_path / mask_file(source_key(tmp_path / "x.npy"))) as img:
         assert np.array_equal(np.array(img), peer["logits"][0].argmax(axis=0))
 
 

@@ -32,8 +32,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="threads decoding and preprocessing ahead of the model (default: min(4, CPUs))")
     p.add_argument("--output", metavar="FILE",
-                   help="stream results to FILE: .jsonl (one object per image), .csv or .parquet (one row per "
-                        "image and rank); a rerun with the same FILE skips the images already in it")
+                   help="write results to FILE: .jsonl (one object per image), .csv or .parquet (one row per "
+                        "image and rank), kept in the transactional store FILE.sqlite beside it; a rerun with the "
+                        "same FILE and settings skips the images already in it")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what --output holds (results of other settings, or a file se_multi did not write)")
+    p.add_argument("--refresh", type=float, default=None, metavar="SECONDS",
+                   help="rewrite --output during the run at most this often (default: 10; it is always complete "
+                        "at the end of a run)")
     p.add_argument("--output-dir", metavar="DIR", help="segmentation models: write one class-map PNG per image here")
     p.add_argument("--json", action="store_true", help="print all results as one JSON document on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
@@ -50,6 +56,10 @@ def _check(args) -> None:
         raise ValueError(f"--threads must be >= 1; got {args.threads}")
     if args.output is not None and args.json:
         raise ValueError("--json prints results on stdout and --output writes them to a file: choose one")
+    if args.output is None and (args.overwrite or args.refresh is not None):
+        raise ValueError(f"--{'overwrite' if args.overwrite else 'refresh'} applies to --output FILE, which is not given")
+    if args.refresh is not None and not args.refresh >= 0:
+        raise ValueError(f"--refresh must be a number of seconds >= 0; got {args.refresh}")
 
 
 def _progress(total: int, quiet: bool):
@@ -59,54 +69,78 @@ def _progress(total: int, quiet: bool):
                 disable=quiet or not sys.stderr.isatty())
 
 
+def run_identity(args: argparse.Namespace, cfg) -> dict:
+    """What the results of this command depend on (compared on resume: see se_multi.results), and
+    what it ran on (recorded)."""
+    import os
+
+    from se_multi import __version__
+    from se_multi.results import weights_identity
+
+    return {"model": args.model, "weights": weights_identity(args.weights),
+            "seed": args.seed if args.weights is None else None, "pretrained_cfg": cfg.tag,
+            "dtype": args.dtype.lower(), "topk": args.topk,
+            "output_dir": os.path.realpath(args.output_dir) if args.output_dir else None, "se_multi": __version__,
+            "weights_given": args.weights, "backend": args.backend, "device": args.device,
+            "batch_size": args.batch_size, "ray": args.ray, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
 def run(args: argparse.Namespace) -> int:
     from se_multi.cli import EXIT_FAILED
     from se_multi.models import check_model_name, create_model
-    from se_multi.predict import expand_sources, predict_batch, resolve_config
-    from se_multi.results import open_writer
+    from se_multi.predict import expand_sources, prediction_batches, resolve_config, source_key
+    from se_multi.results import REFRESH_S, ResultStore
 
     _check(args)
-    # cheap failures first: names, sources, the output file; then the model
+    # cheap failures first: names, sources, the output and its run; then the model
     check_model_name(args.model)
     cfg = resolve_config(args.model, args.pretrained_cfg, args.weights)
     paths = expand_sources(args.images)
-    writer = open_writer(args.output) if args.output else None
+    store = None
+    if args.output:
+        store = ResultStore(args.output, run_identity(args, cfg), overwrite=args.overwrite,
+                            refresh_s=REFRESH_S if args.refresh is None else args.refresh)
     try:
-        todo = [p for p in paths if writer is None or p not in writer.done]
+        todo = [p for p in paths if store is None or source_key(p) not in store.done]
+        # built here for --ray too: a bad model, weights, backend, dtype or device is then this
+        # one line and exit code before Ray starts, not an actor's traceback
+        model = create_model(args.model, weights=args.weights, backend=args.backend, dtype=args.dtype,
+                             device=args.device, seed=args.seed)
+        _check_output_dir(model, cfg, args.output_dir)
+        backend, dtype = model.ops.name, str(model.dtype)
         if args.ray is None:
-            model = create_model(args.model, weights=args.weights, backend=args.backend, dtype=args.dtype,
-                                 device=args.device, seed=args.seed)
-            _check_output_dir(model, cfg, args.output_dir)
-            results = predict_batch(todo, model, batch_size=args.batch_size, topk=args.topk, pretrained_cfg=cfg,
-                                    output_dir=args.output_dir, threads=args.threads)
-            backend, dtype, where = model.ops.name, str(model.dtype), f"{model.ops.name} {model.dtype}"
+            batches = prediction_batches(todo, model, batch_size=args.batch_size, topk=args.topk, pretrained_cfg=cfg,
+                                         output_dir=args.output_dir, threads=args.threads)
+            where = f"{backend} {dtype}"
         else:
             from se_multi.ray_predict import predict_with_ray
 
-            results = predict_with_ray(todo, args.model, address=args.ray or None, workers=args.workers,
+            del model  # each actor builds its own
+            batches = predict_with_ray(todo, args.model, address=args.ray or None, workers=args.workers,
                                        batch_size=args.batch_size, weights=args.weights, backend=args.backend,
                                        dtype=args.dtype, device=args.device, seed=args.seed, topk=args.topk,
                                        pretrained_cfg=cfg, output_dir=args.output_dir)
-            backend, dtype, where = args.backend, args.dtype, f"Ray ({args.workers} workers), {args.backend} {args.dtype}"
+            where = f"Ray ({args.workers} workers), {backend} {dtype}"
         done, failed, collected = 0, 0, []
         started = time.perf_counter()
         header = {"model": args.model, "pretrained_cfg": cfg.tag, "weights": args.weights, "backend": backend,
                   "dtype": dtype, "ray": args.ray is not None}
-        if not args.json and writer is None:
+        if not args.json and store is None:
             print(f"{args.model} ({cfg.tag}) on {where}")
         with _progress(len(todo), args.quiet) as bar:
-            for r in results:
-                done, failed = done + 1, failed + (not r.ok)
-                if writer is not None:
-                    writer.write([r])
-                elif args.json:
-                    collected.append(r)
-                else:
-                    print(format_prediction(r), flush=True)
-                bar.update(1)
+            for batch in batches:
+                if store is not None:
+                    store.add(batch)
+                done, failed = done + len(batch), failed + sum(not r.ok for r in batch)
+                if args.json:
+                    collected += batch
+                elif store is None:
+                    for r in batch:
+                        print(format_prediction(r), flush=True)
+                bar.update(len({r.origin for r in batch}))
     finally:
-        if writer is not None:
-            writer.close()
+        if store is not None:
+            store.close()
     elapsed = time.perf_counter() - started
     if args.weights is None:  # after the run, so a failed run prints only its error line
         print(f"note: predictions are from untrained seeded weights (seed {args.seed}); "
@@ -118,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     if failed or (not args.quiet and len(paths) > 1):
         rate = f", {done / elapsed:.1f} images/s" if elapsed > 0 and done else ""
         extra = f", {skipped} already in {args.output}" if skipped else ""
-        see = f" (their rows in {args.output} say why)" if failed and writer is not None else ""
+        see = f" (their rows in {args.output} say why)" if failed and store is not None else ""
         print(f"se-multi predict: {done} image{'s' if done != 1 else ''}, {failed} failed{see}{extra}{rate}",
               file=sys.stderr)
     return EXIT_FAILED if failed else 0
