@@ -201,6 +201,23 @@ def _resolve_model(model_or_name, model_kwargs) -> tuple[str, Module, int]:
                     f"got {type(model_or_name).__name__}")
 
 
+def image_size(value) -> tuple[int, int]:
+    """An image size given as ``(H, W)`` or one side ``S`` (a square) -> ``(H, W)``.
+
+    Every side must be an int (Python's or NumPy's): ``int()`` would turn ``224.5`` into 224
+    and ``True`` into 1 without a word, so a float, a bool or a string is refused (TypeError)
+    rather than rounded; a size that is not one or two positive sides is a ValueError."""
+    sides = value.tolist() if isinstance(value, np.ndarray) else value
+    sides = list(sides) if isinstance(sides, (tuple, list)) else [sides]
+    for side in sides:
+        if isinstance(side, (bool, np.bool_)) or not isinstance(side, (int, np.integer)):
+            raise TypeError(f"input_size must be (H, W) of positive ints; got {value!r}, "
+                            f"where {side!r} is a {type(side).__name__}")
+    if len(sides) not in (1, 2) or min(sides) < 1:
+        raise ValueError(f"input_size must be (H, W) of positive ints; got {value!r}")
+    return (int(sides[0]), int(sides[-1]))
+
+
 def model_info(model_or_name, input_size=(224, 224), **model_kwargs) -> dict:
     """Parameters and multiply-accumulates of a model for one image of ``input_size`` (H, W).
 
@@ -212,11 +229,7 @@ def model_info(model_or_name, input_size=(224, 224), **model_kwargs) -> dict:
     ``se_params``, ``se_macs``, ``se_scale_mults`` and ``stages`` (rows with ``name``,
     ``output_shape``, ``params``, ``macs`` and their SE shares), see the module docstring.
     """
-    size = tuple(int(s) for s in np.atleast_1d(input_size))
-    if len(size) == 1:
-        size = size * 2
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"input_size must be (H, W) of positive ints; got {input_size!r}")
+    size = image_size(input_size)
     name, declaration, in_chans = _resolve_model(model_or_name, model_kwargs)
     ops = CountingBackend()
     module = declaration.bind(shape_state(declaration), ops)
