@@ -23,7 +23,6 @@ No framework is imported here.
 from __future__ import annotations
 
 import abc
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +30,8 @@ import numpy as np
 
 from se_multi.backend import Backend, GraphBackend
 from se_multi.cache import OP_GRAPHS_PER_BACKEND, BoundedCache
+# the default thread counts of the engines fed here (their adapters import these two from here)
+from se_multi.cpu import omp_threads, usable_cores as cores  # noqa: F401
 from se_multi.dispatch import to_numpy
 
 #: op-table methods run as one-op graphs (the fused ops too: their ONNX form differs from the defaults)
@@ -39,27 +40,6 @@ OPS = (
     "max_pool2d", "avg_pool2d", "global_avg_pool", "add", "maximum", "mul_channel", "mul_pixel",
     "upsample_nearest2x", "concat_channels", *Backend.FUSED_OPS,
 )
-
-
-def cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def omp_threads() -> int | None:
-    """``OMP_NUM_THREADS`` when it is a positive int, else None. torch and OpenBLAS already follow
-    it, and Ray sets it in each worker to that worker's CPU share (1 for a fractional actor): an
-    engine that ignored it would run 2 threads per actor on a 2-core machine, two actors 4 spinning
-    threads on 2 cores (measured 2026-11-24: ``predict --ray --workers 2`` 3x slower than one
-    process)."""
-    try:
-        n = int(os.environ.get("OMP_NUM_THREADS", ""))
-    except ValueError:
-        return None
-    return n if n > 0 else None
 
 
 class _Slot:
@@ -91,7 +71,9 @@ class OnnxFedBackend(GraphBackend):
         self.opset = check_opset(DEFAULT_OPSET if opset is None else opset)
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
             raise TypeError(f"{self.name} backend: threads must be a positive int or None; got {threads!r}")
-        #: intra-op threads asked for (``None``: ``OMP_NUM_THREADS`` where set, else the engine's default)
+        #: intra-op threads asked for, taken as given: an explicit count is the caller's and is not
+        #: clamped to the usable cores (``None``: the adapter's default, ``OMP_NUM_THREADS`` where set,
+        #: at most the cores this process may use, :func:`se_multi.cpu.omp_threads`)
         self.threads = threads
         #: the dtype of the graph's tensors and of the arrays in and out: the compute dtype where
         #: ONNX export writes it, else float32 (an engine then computes it at reduced precision)

@@ -17,6 +17,10 @@ and derives which reduced precisions have hardware behind them:
 ``OPTIMIZATION_CAPABILITIES``, PyTorch's ``get_cpu_capability()``, numpy's BLAS and its kernel
 through threadpoolctl); it imports them, so only commands call it (``se-multi backends``,
 ``se-multi bench``), never ``import se_multi``.
+
+:func:`usable_cores` is how many cores this process may run on, and :func:`omp_threads` the
+thread count ``OMP_NUM_THREADS`` asks for, at most that: every thread count se_multi picks by
+default comes from these two.
 """
 
 from __future__ import annotations
@@ -91,6 +95,34 @@ def cpu_info() -> CpuInfo:
     except OSError:  # not Linux: no flags to read
         pass
     return CpuInfo(name or platform.processor() or "unknown CPU", platform.machine() or os.uname().machine, frozenset(flags))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (``taskset``, a cgroup cpuset, a
+    container's or a scheduler's placement), which can be fewer than the machine has
+    (``os.cpu_count()``). Read on every call: a process's affinity can change while it runs."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows: no affinity API, every core is usable
+        return os.cpu_count() or 1
+
+
+def omp_threads() -> int | None:
+    """``OMP_NUM_THREADS`` when it is a positive int, at most :func:`usable_cores`; else None.
+
+    torch and OpenBLAS already follow it, and Ray sets it in each worker to that worker's CPU
+    share (1 for a fractional actor): an engine that ignored it would run 2 threads per actor on
+    a 2-core machine, two actors 4 spinning threads on 2 cores (measured 2026-11-24: ``predict
+    --ray --workers 2`` 3x slower than one process). It is clamped because a value set for a
+    bigger machine (``OMP_NUM_THREADS=64`` in a shell profile, a job script) would otherwise
+    run 64 spinning threads on the cores this process has: ONNX Runtime, 4 images on 2 cores,
+    3.1 s -> 26.3 s (issue 21). A thread count passed explicitly (a backend's ``threads=``) is
+    the caller's choice and is not clamped."""
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return min(n, usable_cores()) if n > 0 else None
 
 
 def _module(name: str) -> bool:

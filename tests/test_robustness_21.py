@@ -50,6 +50,28 @@ def _one_line(stderr: str) -> str:
     return stderr.rstrip("\n")
 
 
+# =========================================================================== 3. threads from the environment
+def _affinity(cores: set):
+    return lambda: os.sched_setaffinity(0, cores)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_omp_num_threads_is_clamped_to_the_cores_this_process_may_use(backend):
+    require_backend(backend)
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity API on this platform")
+    mine = sorted(os.sched_getaffinity(0))
+    env = {**os.environ, "OMP_NUM_THREADS": "64"}
+    one_core = _worker("threads", backend, env=env, preexec_fn=_affinity({mine[0]}))
+    assert one_core == {"backend_threads": 1, "compiled_threads": 1}
+    inherited = _worker("threads", backend, env=env)
+    assert inherited == {"backend_threads": len(mine), "compiled_threads": len(mine)}
+    # an explicit threads= is the caller's: se_multi passes it on unclamped (OpenVINO itself
+    # then runs at most one thread per usable core; ONNX Runtime runs what it is given)
+    asked = _worker("threads", backend, "3", env=env, preexec_fn=_affinity({mine[0]}))
+    assert asked == {"backend_threads": 3, "compiled_threads": 3 if backend == "onnxruntime" else 1}
+
+
 # =========================================================================== 5. sizes that are not ints
 @pytest.mark.parametrize("size,named", [((224.5, 224), "224.5 is a float"), ((True, 224), "True is a bool"),
                                         ("224", "'224' is a str"), (224.0, "224.0 is a float")])
