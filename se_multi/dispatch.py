@@ -7,6 +7,7 @@ imported only when asked for, and availability is checked with
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import platform
@@ -48,17 +49,85 @@ def known_backends() -> dict[str, str]:
     return names
 
 
+class PluginError(BackendUnavailable):
+    """A third-party backend (a ``module:Class`` name, or an entry point) that failed to import or
+    to start: its module or class raised, or called ``sys.exit``. The backend is then unavailable
+    here, which is not a bug of se_multi's; the exception it raised is the ``__cause__`` (its
+    traceback is what ``--debug`` shows)."""
+
+
+def _ours(module_name: str) -> bool:
+    """Whether a backend module is se_multi's own: whatever it raises is then a bug of se_multi's."""
+    return module_name == "se_multi" or module_name.startswith("se_multi.")
+
+
+def _raised(exc: BaseException) -> str:
+    """What a plugin raised, in a few words."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _plugin_guard(name: str, ours: bool, doing: str, passes: tuple = ()):
+    """Turn what a third-party backend raises while ``doing`` into one :class:`PluginError` that
+    names it. ``SystemExit`` too: a plugin calling ``sys.exit(0)`` at import would otherwise end the
+    command silently with exit 0. ``passes``: exception types that are already a clear verdict.
+    se_multi's own backends are not guarded: what they raise is a bug, reported as one."""
+    if ours:
+        yield
+        return
+    try:
+        yield
+    except (BackendUnavailable, *passes):
+        raise
+    except (Exception, SystemExit) as exc:
+        raise PluginError(f"third-party backend {name!r} {doing}: {_raised(exc)}") from exc
+
+
+def _search_cwd() -> None:
+    """Let a ``module:Class`` backend name a module in the current directory, as uvicorn's
+    ``module:app`` does: a console script's ``sys.path`` does not hold the current directory
+    (``python -m`` puts it first). Appended, not prepended, so that a file there never shadows
+    an installed package (a ``numpy.py`` in the current directory); and only when a third-party
+    backend module is about to be imported, so that nothing se_multi imports otherwise is found
+    there."""
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the current directory was deleted: nothing to add
+        return
+    if cwd not in sys.path and "" not in sys.path:  # "": the current directory, as python -c puts it
+        sys.path.append(cwd)
+
+
+def _import(module_name: str, name: str, ours: bool):
+    """The backend's module. A name that names no module is bad input; an adapter of se_multi's
+    that raises (a module it imports at module level is missing) is a bug; a third-party module
+    that raises or calls ``sys.exit`` (a missing dependency included: a package this machine
+    lacks) is a :class:`PluginError`."""
+    try:
+        return importlib.import_module(module_name)
+    except (Exception, SystemExit) as exc:
+        missing = (exc.name or "") if isinstance(exc, ModuleNotFoundError) else ""
+        if missing and (missing == module_name or module_name.startswith(missing + ".")):
+            # (or a part of se_multi this build lacks)
+            raise ValueError(f"backend {name!r}: cannot import module {module_name!r} ({exc})") from None
+        if ours:
+            raise
+        raise PluginError(f"third-party backend {name!r} failed to import: {_raised(exc)}") from exc
+
+
 def _load_class(target: str, name: str) -> type[Backend]:
     module_name, _, class_name = target.partition(":")
     if not class_name:
         raise ValueError(f"backend {name!r}: expected 'package.module:ClassName', got {target!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if module_name.startswith("se_multi.backends.") and exc.name and not exc.name.startswith("se_multi"):
-            raise  # the adapter exists but imported something missing at module level: a bug
-        raise ValueError(f"backend {name!r}: cannot import module {module_name!r} ({exc})") from None
-    cls = getattr(module, class_name, None)
+    ours = _ours(module_name)
+    if not ours:
+        _search_cwd()
+    module = _import(module_name, name, ours)
+    with _plugin_guard(name, ours, "failed to import"):  # a module __getattr__ may raise
+        cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise ValueError(f"backend {name!r}: {target!r} is not a se_multi.backend.Backend subclass")
     return cls
@@ -126,10 +195,21 @@ def get_backend(name: str | Backend | None = "auto", dtype: str = "float32", dev
                         f"got {type(name).__name__}")
     name = resolve_backend_name(name)
     cls = backend_class(name)
-    ok, reason = cls.availability()
+    ours = _ours(cls.__module__)
+    with _plugin_guard(name, ours, "failed its availability check"):
+        ok, reason = cls.availability()
     if not ok:
         raise BackendUnavailable(f"backend {name!r} is unavailable: {reason}")
-    return cls(dtype=dtype, device=device, **options)
+    try:
+        # ValueError and TypeError are a backend refusing what it was given (a dtype, a device, an
+        # option), as Backend.__init__ refuses a dtype: bad input, with the plugin named
+        with _plugin_guard(name, ours, "failed to start", passes=(ValueError, TypeError)):
+            return cls(dtype=dtype, device=device, **options)
+    except (ValueError, TypeError) as exc:
+        if ours:
+            raise
+        kind = ValueError if isinstance(exc, ValueError) else TypeError
+        raise kind(f"third-party backend {name!r}: {' '.join(str(exc).split())}") from exc
 
 
 def _owner_candidates():
@@ -143,7 +223,7 @@ def owner(x: Any) -> type[Backend] | None:
     for target in _owner_candidates():
         try:
             cls = _load_class(target, target)
-        except (ValueError, ImportError):  # a broken plugin cannot own anything
+        except (ValueError, ImportError, BackendUnavailable):  # a missing or broken plugin owns nothing
             continue
         if cls.owns(x):
             return cls

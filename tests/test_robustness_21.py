@@ -50,6 +50,77 @@ def _one_line(stderr: str) -> str:
     return stderr.rstrip("\n")
 
 
+# =========================================================================== 1. third-party backends
+GOOD_PLUGIN = '''
+import tqdm  # an installed package: the tqdm.py in the current directory must not shadow it
+from se_multi.backends.numpy_backend import NumpyBackend
+
+
+class Backend(NumpyBackend):
+    name = "cwd-plugin"
+'''
+SHADOW = 'raise ImportError("the current directory shadowed an installed package")\n'
+
+#: plugin module source -> the one line `se-multi predict --backend <module>:Backend` must print
+BROKEN_PLUGINS = {
+    "plugin_import_raises": ("1 / 0\n", "failed to import: ZeroDivisionError: division by zero"),
+    "plugin_exits_at_import": ("import sys\nsys.exit(0)\n", "failed to import: it called sys.exit(0)"),
+    "plugin_missing_dependency": ("import se_multi_no_such_dependency_xyz\n",
+                                  "failed to import: ModuleNotFoundError: No module named 'se_multi_no_such_dependency_xyz'"),
+    "plugin_init_raises": (
+        "from se_multi.backends.numpy_backend import NumpyBackend\n\n"
+        "class Backend(NumpyBackend):\n"
+        "    def __init__(self, *args, **kwargs):\n"
+        "        raise RuntimeError('licence server unreachable')\n",
+        "failed to start: RuntimeError: licence server unreachable"),
+    "plugin_init_exits": (
+        "import sys\nfrom se_multi.backends.numpy_backend import NumpyBackend\n\n"
+        "class Backend(NumpyBackend):\n"
+        "    def __init__(self, *args, **kwargs):\n"
+        "        sys.exit(3)\n",
+        "failed to start: it called sys.exit(3)"),
+}
+
+
+def _predict_with(tmp_path: Path, backend: str, *extra: str) -> subprocess.CompletedProcess:
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 32, 32), np.float32))
+    return subprocess.run([str(SE_MULTI), *extra, "predict", "x.npy", "--model", MODEL, "--backend", backend,
+                           "--quiet"], capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=300)
+
+
+@pytest.mark.parametrize("module", sorted(BROKEN_PLUGINS))
+def test_a_broken_plugin_is_exit_4_and_one_line_naming_it(tmp_path, module):
+    source, said = BROKEN_PLUGINS[module]
+    (tmp_path / f"{module}.py").write_text(source)
+    proc = _predict_with(tmp_path, f"{module}:Backend")
+    assert proc.returncode == 4, proc.stderr
+    assert _one_line(proc.stderr) == f"se-multi predict: error: third-party backend '{module}:Backend' {said}"
+
+
+def test_debug_shows_where_the_plugin_failed(tmp_path):
+    (tmp_path / "plugin_import_raises.py").write_text("x = 1\n1 / 0\n")
+    proc = _predict_with(tmp_path, "plugin_import_raises:Backend", "--debug")
+    assert proc.returncode == 4, proc.stderr
+    assert f'File "{tmp_path / "plugin_import_raises.py"}", line 2' in proc.stderr
+    assert "ZeroDivisionError: division by zero" in proc.stderr
+    assert proc.stderr.endswith("se-multi predict: error: third-party backend 'plugin_import_raises:Backend' "
+                                "failed to import: ZeroDivisionError: division by zero\n")
+
+
+def test_a_plugin_in_the_current_directory_runs_without_pythonpath(tmp_path):
+    (tmp_path / "cwd_plugin.py").write_text(GOOD_PLUGIN)
+    (tmp_path / "tqdm.py").write_text(SHADOW)
+    proc = _predict_with(tmp_path, "cwd_plugin:Backend")
+    assert proc.returncode == 0, proc.stderr
+    assert "rank" in proc.stdout and "class" in proc.stdout
+
+
+def test_a_module_that_does_not_exist_stays_bad_input(tmp_path):
+    proc = _predict_with(tmp_path, "no_such_plugin_module_xyz:Backend")
+    assert proc.returncode == 3, proc.stderr
+    assert "cannot import module 'no_such_plugin_module_xyz'" in _one_line(proc.stderr)
+
+
 # =========================================================================== 3. threads from the environment
 def _affinity(cores: set):
     return lambda: os.sched_setaffinity(0, cores)

@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # every failure ends here, as one line and an exit code
         if isinstance(exc, SystemExit):
             raise
+        from se_multi.backend import BackendUnavailable
+
         code = exit_code(exc)
         if debug:
             traceback.print_exc()
@@ -119,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                   "this is a bug; please report it with the command line (SE_MULTI_DEBUG=1 shows the "
                   "traceback)", file=sys.stderr)
         else:
-            prefix = "" if isinstance(exc, (ValueError, TypeError, OSError)) else f"{type(exc).__name__}: "
+            # se_multi's own messages (and those of ValueError, TypeError, OSError) say what failed
+            # without the class name; another library's exception keeps it
+            plain = isinstance(exc, (ValueError, TypeError, OSError, BackendUnavailable))
+            prefix = "" if plain else f"{type(exc).__name__}: "
             print(f"se-multi {args.command}: error: {prefix}{message}", file=sys.stderr)
         return code
 
