@@ -1,16 +1,27 @@
 """Run by tests/test_robustness_21.py in a fresh interpreter: the thread check under an environment
-and a CPU affinity of its own. Prints one JSON document on stdout.
+and a CPU affinity of its own, the zip bombs built where their builder's peak memory is its own to
+report. Prints one JSON document on stdout.
 
     python robustness21_worker.py threads BACKEND [THREADS]   the thread count a model's compiled
                                                               graph runs with (THREADS: threads=)
+    python robustness21_worker.py npz-bomb PATH KEY DIM...    add to a .npz a member KEY: float32
+                                                              zeros of shape DIM...
+    python robustness21_worker.py torch-bomb PATH GIB         write a torch-style zip (archive/
+                                                              data.pkl, archive/data/0) of GIB GiB
 """
 
 from __future__ import annotations
 
+import io
 import json
+import resource
 import sys
+import zipfile
 
 import numpy as np
+
+#: bytes written per chunk: the builder never holds more than this of the bomb
+CHUNK = 16 * 2**20
 
 
 def threads(backend: str, asked: str | None = None) -> dict:
@@ -31,7 +42,40 @@ def threads(backend: str, asked: str | None = None) -> dict:
     return {"backend_threads": ops.threads, "compiled_threads": compiled}
 
 
+def _stream_zeros(zf: zipfile.ZipFile, name: str, nbytes: int, head: bytes = b"") -> None:
+    """One deflated member of ``head`` then zeros, ``nbytes`` in all, written ``CHUNK`` at a time."""
+    zeros = bytes(CHUNK)
+    with zf.open(name, "w", force_zip64=True) as f:  # the archive's compression and level
+        f.write(head)
+        left = nbytes - len(head)
+        while left > 0:
+            f.write(zeros[: min(left, CHUNK)])
+            left -= CHUNK
+
+
+def npz_bomb(path: str, key: str, *shape: str) -> dict:
+    """Add to the ``.npz`` at ``path`` (made if missing) a member ``KEY.npy``: a float32 array of
+    zeros of ``SHAPE``, deflated, written by streaming, so this process stays small."""
+    dims = tuple(int(s) for s in shape)
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(  # the magic string, then the header, as np.save writes them
+        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": dims})
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        _stream_zeros(zf, f"{key}.npy", len(buf.getvalue()) + 4 * int(np.prod(dims)), buf.getvalue())
+    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def torch_bomb(path: str, gib: str) -> dict:
+    """The layout ``torch.save`` writes (``archive/data.pkl``, ``archive/data/0``, ...) with one
+    storage of ``GIB`` GiB of zeros, deflated; written by streaming."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")  # an empty dict: torch never gets this far
+        zf.writestr("archive/version", b"3\n")
+        _stream_zeros(zf, "archive/data/0", int(float(gib) * 2**30))
+    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 if __name__ == "__main__":
     what, args = sys.argv[1], sys.argv[2:]
-    result = {"threads": threads}[what](*args)
+    result = {"threads": threads, "npz-bomb": npz_bomb, "torch-bomb": torch_bomb}[what](*args)
     print(json.dumps(result))

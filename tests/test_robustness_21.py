@@ -121,6 +121,96 @@ def test_a_module_that_does_not_exist_stays_bad_input(tmp_path):
     assert "cannot import module 'no_such_plugin_module_xyz'" in _one_line(proc.stderr)
 
 
+# =========================================================================== 2. checkpoints that inflate
+#: the child's address space: a few hundred MiB are what `se-multi predict` needs on numpy with
+#: this model; the bombs inflate to more than all of it, so a child that inflated one would die
+#: of MemoryError (exit 5) instead of refusing it (exit 3)
+CHILD_ADDRESS_SPACE = 2**30
+#: what building a bomb may cost its builder (it writes 16 MiB chunks)
+BUILDER_RSS_MIB = 150
+
+
+def _limited():
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_ADDRESS_SPACE, CHILD_ADDRESS_SPACE))
+
+
+def _predict_weights(tmp_path: Path, weights: Path) -> subprocess.CompletedProcess:
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 32, 32), np.float32))
+    # a timeout, not a time: that it finishes at all under the limit is the claim
+    return subprocess.run([str(SE_MULTI), "predict", "x.npy", "--model", MODEL, "--weights", str(weights),
+                           "--backend", "numpy", "--quiet"], capture_output=True, text=True, cwd=tmp_path,
+                          env=_env(), timeout=300, preexec_fn=_limited)
+
+
+def _model_state() -> dict[str, np.ndarray]:
+    from se_multi.init import recipe_state
+    from se_multi.models import build_model
+
+    return recipe_state((k, s.shape, s.kind) for k, s in build_model(MODEL).param_specs().items())
+
+
+def test_an_npz_bomb_with_a_misshaped_key_is_refused_from_its_header(tmp_path):
+    bomb = tmp_path / "bomb.npz"
+    built = _worker("npz-bomb", str(bomb), "classifier.weight", "1000", "262144")  # 0.98 GiB of zeros
+    assert built["peak_rss_mib"] < BUILDER_RSS_MIB, built
+    assert bomb.stat().st_size < 16 * 2**20  # what makes it a bomb: small on disk
+    proc = _predict_weights(tmp_path, bomb)
+    assert proc.returncode == 3, proc.stderr
+    line = _one_line(proc.stderr)
+    assert line.startswith(f"se-multi predict: error: checkpoint {bomb} does not match the model: "), line
+    assert "classifier.weight: expected (1000, 1024), got (1000, 262144)" in line
+
+
+def test_an_npz_bomb_under_a_key_the_model_ignores_is_refused_by_the_size_limit(tmp_path):
+    from se_multi.checkpoint import NPZ_SLACK_BYTES
+
+    state = _model_state()
+    bomb = tmp_path / "bomb.npz"
+    np.savez(bomb, **state)  # every tensor the model needs, right
+    # a training counter, which the key check lets through, of 1 GiB
+    built = _worker("npz-bomb", str(bomb), "bn1.num_batches_tracked", str(2**28))
+    assert built["peak_rss_mib"] < BUILDER_RSS_MIB, built
+    proc = _predict_weights(tmp_path, bomb)
+    assert proc.returncode == 3, proc.stderr
+    line = _one_line(proc.stderr)
+    tensors = sum(v.nbytes for v in state.values())
+    mib = lambda n: f"{n / 2**20:.1f} MiB"  # noqa: E731
+    assert "'bn1.num_batches_tracked.npy' alone 1.00 GiB" in line, line
+    assert (f"over the limit of {mib(tensors + NPZ_SLACK_BYTES)} (this model's tensors, {mib(tensors)}, plus "
+            f"se_multi.checkpoint.NPZ_SLACK_BYTES, {mib(NPZ_SLACK_BYTES)}); refused before inflating anything") in line
+
+
+def test_the_same_npz_without_the_bomb_loads(tmp_path):
+    """The control of the two tests above: the limit leaves a right checkpoint alone."""
+    from se_multi.models import create_model
+
+    state = _model_state()
+    np.savez_compressed(tmp_path / "ok.npz", **state, **{"bn1.num_batches_tracked": np.array(7)})
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    got = create_model(MODEL, weights=str(tmp_path / "ok.npz"), backend="numpy").predict_numpy(x)
+    from se_multi.models import Model, build_model
+    from se_multi.dispatch import get_backend
+
+    ops = get_backend("numpy")
+    want = Model(MODEL, build_model(MODEL).bind(state, ops), ops).predict_numpy(x)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_torch_zip_declaring_more_than_the_cap_is_refused_before_torch_loads_it(tmp_path):
+    from se_multi.checkpoint import MAX_INFLATED_BYTES
+
+    bomb = tmp_path / "bomb.pth"
+    gib = MAX_INFLATED_BYTES / 2**30 + 0.25
+    built = _worker("torch-bomb", str(bomb), str(gib))
+    assert built["peak_rss_mib"] < BUILDER_RSS_MIB, built
+    proc = _predict_weights(tmp_path, bomb)
+    assert proc.returncode == 3, proc.stderr
+    line = _one_line(proc.stderr)
+    assert f"'archive/data/0' alone {gib:.2f} GiB" in line, line
+    assert (f"over the limit of {MAX_INFLATED_BYTES / 2**30:.2f} GiB (se_multi.checkpoint.MAX_INFLATED_BYTES, "
+            "the most it inflates from any checkpoint); refused before inflating anything") in line
+
+
 # =========================================================================== 3. threads from the environment
 def _affinity(cores: set):
     return lambda: os.sched_setaffinity(0, cores)

@@ -169,9 +169,6 @@ def create_model(name: str, weights: str | None = None, backend: Any = "auto", d
         specs = module.param_specs()
         state = recipe_state(((k, s.shape, s.kind) for k, s in specs.items()), seed=seed)
     else:
-        state, layout_opts = checkpoint.load_for_model(name, weights)
-        if num_classes is None:
-            num_classes = checkpoint.infer_num_classes(name, state)
-        module = build_model(name, num_classes=num_classes, **layout_opts, **kwargs)
+        module, state, _ = checkpoint.load_declared(name, weights, num_classes, **kwargs)
     ops = get_backend(backend, dtype=dtype, device=device)
     return Model(name, module.bind(state, ops), ops)
