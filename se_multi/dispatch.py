@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import pickle
 import platform
 import sys
+import weakref
 from importlib import metadata
 from typing import Any
 
@@ -181,6 +183,62 @@ def resolve_backend_name(name: str | None = "auto") -> str:
     return _auto_name() if name == "auto" else name
 
 
+class BackendRecipe:
+    """How :func:`get_backend` made a backend object: the backend's name (``auto`` resolved), dtype,
+    device and options. A bound model pickles this in place of its backend object (which may hold
+    a framework's module, sessions or locks), and unpickling it makes the backend again."""
+
+    __slots__ = ("name", "dtype", "device", "options")
+
+    def __init__(self, name: str, dtype: str, device: str | None, options: dict):
+        self.name, self.dtype, self.device, self.options = name, dtype, device, dict(options)
+
+    def __reduce__(self):
+        return _remake, (self.name, self.dtype, self.device, self.options)
+
+    def __repr__(self) -> str:
+        return f"BackendRecipe({self.name!r}, dtype={self.dtype!r}, device={self.device!r}, options={self.options!r})"
+
+
+def _remake(name: str, dtype: str, device: str | None, options: dict) -> Backend:
+    return get_backend(name, dtype=dtype, device=device, **options)
+
+
+#: backend object -> its :class:`BackendRecipe` (made by get_backend), or ``_PICKLES_ITSELF`` once a
+#: backend object made elsewhere was found to pickle; weak, so that it keeps no backend alive
+_RECIPES: "weakref.WeakKeyDictionary[Backend, Any]" = weakref.WeakKeyDictionary()
+_PICKLES_ITSELF = object()
+
+
+def _remember(ops: Backend, value) -> None:
+    try:
+        _RECIPES[ops] = value
+    except TypeError:  # a backend class that is not hashable or weak-referenceable: nothing to remember
+        pass
+
+
+def portable(ops: Backend):
+    """What a model bound on ``ops`` pickles (and deep-copies) in its place: the
+    :class:`BackendRecipe` of a backend made by :func:`get_backend`, so that the copy runs on a
+    backend object of its own, made the same way; a backend object made otherwise only if it
+    pickles itself. Else one ``TypeError`` saying why."""
+    try:
+        known = _RECIPES.get(ops)
+    except TypeError:
+        known = None
+    if known is not None:
+        return ops if known is _PICKLES_ITSELF else known
+    try:
+        pickle.dumps(ops)
+    except Exception as exc:
+        raise TypeError(
+            f"cannot pickle a model bound on {ops!r}: se_multi.get_backend did not make that backend object, "
+            f"so se_multi cannot make it again, and it does not pickle itself ({_raised(exc)}); bind the model "
+            "on se_multi.get_backend(name, dtype=..., device=...)") from exc
+    _remember(ops, _PICKLES_ITSELF)
+    return ops
+
+
 def get_backend(name: str | Backend | None = "auto", dtype: str = "float32", device: str | None = None,
                 **options) -> Backend:
     """A backend instance: ``"numpy"``, ``"torch"``, ``"mlx"``, ``"cupy"``, ``"auto"``
@@ -204,12 +262,14 @@ def get_backend(name: str | Backend | None = "auto", dtype: str = "float32", dev
         # ValueError and TypeError are a backend refusing what it was given (a dtype, a device, an
         # option), as Backend.__init__ refuses a dtype: bad input, with the plugin named
         with _plugin_guard(name, ours, "failed to start", passes=(ValueError, TypeError)):
-            return cls(dtype=dtype, device=device, **options)
+            ops = cls(dtype=dtype, device=device, **options)
     except (ValueError, TypeError) as exc:
         if ours:
             raise
         kind = ValueError if isinstance(exc, ValueError) else TypeError
         raise kind(f"third-party backend {name!r}: {' '.join(str(exc).split())}") from exc
+    _remember(ops, BackendRecipe(name, dtype, device, options))
+    return ops
 
 
 def _owner_candidates():

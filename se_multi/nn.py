@@ -129,6 +129,25 @@ class Module:
         cache = self.__dict__.get("_graphs")
         return cache if cache is not None else self.__dict__.setdefault("_graphs", BoundedCache(maxsize))
 
+    def __getstate__(self) -> dict:
+        # pickling and deep copies: without the compiled graphs (a cache, rebuilt on first use, of
+        # engine objects that may not pickle), and with the backend a bound module is bound on as
+        # the way to make it again (se_multi.dispatch.portable), so that a copy runs on its own
+        state = dict(self.__dict__)
+        state.pop("_graphs", None)
+        if state.get("_bound_to") is not None:
+            from se_multi.dispatch import portable
+
+            state["_bound_to"] = portable(state["_bound_to"])
+        return state
+
+    def __copy__(self) -> "Module":
+        # a shallow copy shares the backend and the weights (the default would go through
+        # __getstate__ and keep the backend's recipe in place of the backend); caches are its own
+        new = object.__new__(type(self))
+        new.__dict__.update((k, v) for k, v in self.__dict__.items() if k != "_graphs")
+        return new
+
     def _bind(self, local: dict[str, np.ndarray], ops) -> None:
         """Turn this module's own checkpoint tensors into backend arrays (override)."""
 

@@ -182,15 +182,13 @@ def test_an_npz_bomb_under_a_key_the_model_ignores_is_refused_by_the_size_limit(
 
 def test_the_same_npz_without_the_bomb_loads(tmp_path):
     """The control of the two tests above: the limit leaves a right checkpoint alone."""
-    from se_multi.models import create_model
+    from se_multi.dispatch import get_backend
+    from se_multi.models import Model, build_model, create_model
 
     state = _model_state()
     np.savez_compressed(tmp_path / "ok.npz", **state, **{"bn1.num_batches_tracked": np.array(7)})
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     got = create_model(MODEL, weights=str(tmp_path / "ok.npz"), backend="numpy").predict_numpy(x)
-    from se_multi.models import Model, build_model
-    from se_multi.dispatch import get_backend
-
     ops = get_backend("numpy")
     want = Model(MODEL, build_model(MODEL).bind(state, ops), ops).predict_numpy(x)
     np.testing.assert_array_equal(got, want)
@@ -231,6 +229,58 @@ def test_omp_num_threads_is_clamped_to_the_cores_this_process_may_use(backend):
     # then runs at most one thread per usable core; ONNX Runtime runs what it is given)
     asked = _worker("threads", backend, "3", env=env, preexec_fn=_affinity({mine[0]}))
     assert asked == {"backend_threads": 3, "compiled_threads": 3 if backend == "onnxruntime" else 1}
+
+
+# =========================================================================== 4. models pickle
+X = np.random.default_rng(21).standard_normal((2, 3, 40, 48)).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
+def test_a_model_pickles_and_deep_copies_to_an_equal_model_with_caches_of_its_own(backend):
+    from se_multi.models import create_model
+
+    require_backend(backend)
+    model = create_model(MODEL, backend=backend, seed=3)
+    want = model.predict_numpy(X)  # compiled graphs and input-size verdicts exist now
+    for twin in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        assert twin.ops is not model.ops and twin.module.bound_to is twin.ops
+        assert (twin.ops.name, twin.ops.dtype) == (model.ops.name, model.ops.dtype)
+        assert twin.module.__dict__.get("_graphs") is None and twin._input_sizes is None  # caches not copied
+        np.testing.assert_array_equal(twin.predict_numpy(X), want)
+        assert twin._input_sizes is not model._input_sizes
+        if backend == "onnxruntime":  # a graph cache and a session of its own
+            graphs = lambda m: m.module.graphs(m.ops.graph_cache_size)  # noqa: E731
+            (key,) = graphs(model).keys()
+            assert graphs(twin) is not graphs(model) and graphs(twin).keys() == [key]
+            assert graphs(twin).get_or_create(key, None).session is not graphs(model).get_or_create(key, None).session
+    shallow = copy.copy(model)
+    assert shallow.ops is model.ops and shallow.module is model.module
+
+
+class LockedBackend(NumpyBackend):
+    """A third-party backend whose objects hold a lock (so they do not pickle), made directly."""
+
+    name = "locked"
+
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()
+
+
+def test_a_model_on_a_backend_that_cannot_be_made_again_is_one_type_error():
+    from se_multi.init import recipe_state
+    from se_multi.models import Model, build_model
+
+    ops = LockedBackend()
+    declaration = build_model(MODEL)
+    state = recipe_state((k, s.shape, s.kind) for k, s in declaration.param_specs().items())
+    model = Model(MODEL, declaration.bind(state, ops), ops)
+    for copier in (pickle.dumps, copy.deepcopy):
+        with pytest.raises(TypeError, match=r"cannot pickle a model bound on <LockedBackend 'locked' dtype=float32>: "
+                                            r"se_multi.get_backend did not make that backend object.*"
+                                            r"TypeError: cannot pickle '_thread.lock' object"):
+            copier(model)
+    assert pickle.loads(pickle.dumps(NumpyBackend()))  # the same class without the lock would pickle itself
 
 
 # =========================================================================== 5. sizes that are not ints

@@ -135,6 +135,22 @@ class Model:
     def __repr__(self) -> str:
         return f"<Model {self.name!r} on {self.ops!r}, {self.module.num_params() / 1e6:.2f}M params>"
 
+    # A Model pickles, and deep-copies, as its name, its bound module (the weights as the backend
+    # holds them, and the declaration: plain data) and its backend as the way to make it again
+    # (se_multi.dispatch.portable: by name, dtype, device and options); caches are not copied
+    # (nn.Module.__getstate__), so a copy compiles its own graphs on a backend object of its own.
+    def __getstate__(self) -> dict:
+        from se_multi.dispatch import portable
+
+        return {**self.__dict__, "ops": portable(self.ops), "_input_sizes": None}
+
+    def __copy__(self) -> "Model":
+        # a shallow copy shares the module and the backend (the default would go through
+        # __getstate__ and keep the backend's recipe in place of the backend)
+        new = object.__new__(Model)
+        new.__dict__.update(self.__dict__)
+        return new
+
 
 def _is_floating(dtype) -> bool:
     """Any floating dtype of any library and byte order: NumPy's (also CuPy's) by kind, others
