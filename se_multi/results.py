@@ -102,8 +102,14 @@ def _key(text: str) -> bytes:
 
 
 def _sqlite_error(store: Path, exc: sqlite3.Error, doing: str) -> OSError:
-    """A SQLite failure as the one-line OSError the command line reports (exit 3)."""
-    return OSError(f"{store}: cannot {doing} ({exc})")
+    """A SQLite failure as the one-line OSError the command line reports (exit 3). SQLite does not
+    pass the errno on: a failed write (ENOSPC, EFBIG) is SQLITE_FULL or SQLITE_IOERR_WRITE."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_FULL" or name.startswith("SQLITE_IOERR_WRITE") or name.startswith("SQLITE_IOERR_TRUNCATE"):
+        why = f"{exc}: the disk is full, or a file size limit (ulimit -f) was reached"
+    else:
+        why = f"{exc}; {name}" if name else str(exc)
+    return OSError(f"{store}: cannot {doing} ({why})")
 
 
 class ResultStore:

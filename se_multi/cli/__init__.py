@@ -16,6 +16,8 @@ import os
 import sys
 import traceback
 
+from se_multi.cli.signals import Terminated, graceful_termination
+
 
 #: subcommand -> (module, one-line help)
 COMMANDS = {
@@ -45,7 +47,7 @@ EXIT_CODES = {
     EXIT_UNAVAILABLE: "a backend, package or device is not available here",
     EXIT_MEMORY: "out of memory",
     EXIT_INTERNAL: "internal error: a bug in se_multi, please report it",
-    EXIT_INTERRUPTED: "interrupted",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); SIGTERM and SIGHUP end a command the same way, exiting 143 and 129",
 }
 
 #: libraries whose own exceptions mean "this file/checkpoint/graph is unusable", not a bug of ours
@@ -62,8 +64,8 @@ def exit_code(exc: BaseException) -> int:
     """Which :data:`EXIT_CODES` entry an exception is."""
     from se_multi.backend import BackendUnavailable
 
-    if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
+    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C; SIGTERM/SIGHUP: 128 + the signal (cli.signals)
+        return getattr(exc, "exit_code", EXIT_INTERRUPTED)
     if isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__:
         return EXIT_MEMORY
     if isinstance(exc, BackendUnavailable):
@@ -104,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("SE_MULTI_DEBUG", "") not in ("", "0")
     try:
-        return int(args._run(args) or 0)
+        with graceful_termination():
+            return int(args._run(args) or 0)
     except BaseException as exc:  # every failure ends here, as one line and an exit code
         if isinstance(exc, SystemExit):
             raise
@@ -114,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         message = " ".join(str(exc).split()) or type(exc).__name__
-        if code == EXIT_INTERRUPTED:
-            print(f"se-multi {args.command}: interrupted", file=sys.stderr)
+        if isinstance(exc, KeyboardInterrupt):
+            print(f"se-multi {args.command}: {exc if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
         elif code == EXIT_INTERNAL:
             print(f"se-multi {_version()} {args.command}: internal error: {type(exc).__name__}: {message} -- "
                   "this is a bug; please report it with the command line (SE_MULTI_DEBUG=1 shows the "
