@@ -230,3 +230,12 @@ def test_ray_local_cluster_gives_the_single_process_rows(photos, tmp_path):
         assert [t["class"] for t in many[image]["topk"]] == [t["class"] for t in r["topk"]]
         np.testing.assert_allclose([t["prob"] for t in many[image]["topk"]], [t["prob"] for t in r["topk"]],
                                    rtol=1e-5)
+
+
+def test_a_bytes_path_is_one_source_and_other_types_are_refused(photos):
+    one = str(P.expand_sources(photos / "a")[0])
+    assert P.expand_sources(one.encode()) == [one]  # a bytes path, as os functions take it; not its bytes
+    with pytest.raises(TypeError, match="a source must be a path .*; got int"):
+        P.expand_sources([one, 3])
+    with pytest.raises(TypeError, match="sources must be a path or an iterable of paths; got float"):
+        P.expand_sources(1.5)
