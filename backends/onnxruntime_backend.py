@@ -28,7 +28,8 @@ from __future__ import annotations
 import numpy as np
 
 from se_multi.backend import BackendUnavailable
-from se_multi.backends.onnx_fed import OnnxFedBackend, cores, omp_threads
+from se_multi.backends.onnx_fed import OnnxFedBackend
+from se_multi.cpu import omp_threads, usable_cores
 from se_multi.dispatch import to_numpy
 
 
@@ -44,7 +45,7 @@ class OnnxRuntimeBackend(OnnxFedBackend):
         import onnxruntime
 
         self._ort = onnxruntime
-        self.threads = self.threads or omp_threads() or cores()
+        self.threads = self.threads or omp_threads() or usable_cores()
         self.providers = self._providers(device)
 
     def __repr__(self) -> str:

@@ -50,6 +50,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from se_multi.cpu import usable_cores
 from se_multi.files import atomic_output
 from se_multi.preprocess import ImageError, decode_image, preprocess, transform
 from se_multi.pretrained import PretrainedCfg, get_config, imagenet_labels, tag_from_weights
@@ -378,7 +379,7 @@ def iter_batches(paths: Sequence[str], cfg: PretrainedCfg, batch_size: int, thre
     """``(batch, errors)`` in input order: the batches of :func:`model_calls`, decoded by a thread
     pool at most ``batch_size * (prefetch + 1)`` images ahead, each with the sources before it
     that could not be read (as error predictions)."""
-    threads = threads or min(4, os.cpu_count() or 1)
+    threads = threads or min(4, usable_cores())
     window = batch_size * (prefetch + 1)
     errors: list[Prediction] = []
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="se_multi-decode") as pool:

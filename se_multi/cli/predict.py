@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topk", type=int, default=5, help="classes to show per image (default: 5)")
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per model call (default: 1)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="threads decoding and preprocessing ahead of the model (default: min(4, CPUs))")
+                   help="threads decoding and preprocessing ahead of the model (default: min(4, the CPUs this process may use))")
     p.add_argument("--output", metavar="FILE",
                    help="write results to FILE: .jsonl (one object per image), .csv or .parquet (one row per "
                         "image and rank), kept in the transactional store FILE.sqlite beside it; a rerun with the "
