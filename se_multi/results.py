@@ -221,6 +221,9 @@ class ResultStore:
         except sqlite3.Error as exc:
             self._rollback()
             raise _sqlite_error(self.path, exc, "record the run") from None
+        except BaseException:
+            self._rollback()
+            raise
 
     def _remove_stale_temporaries(self) -> None:
         """Temporary outputs left by a run killed while writing (SIGKILL, power loss): only this
@@ -245,6 +248,7 @@ class ResultStore:
                 for p in predictions]
         if not rows:
             return
+        self._dirty = True  # set first: a signal right after COMMIT must still get the rows exported
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("INSERT INTO results (key, source, result) VALUES (?, ?, ?)", rows)
@@ -253,8 +257,10 @@ class ResultStore:
             self._rollback()
             raise _sqlite_error(self.path, exc, f"store a batch of {len(rows)} image(s); the "
                                 f"{self.count()} stored before it are kept") from None
+        except BaseException:  # a signal between BEGIN and COMMIT: the batch is not half-kept
+            self._rollback()
+            raise
         self.done.update(os.fsdecode(source) for _, source, _ in rows)
-        self._dirty = True
         now = time.monotonic()
         if now - self._exported_at >= max(self.refresh_s, self._export_cost / REFRESH_SHARE):
             self.export()
@@ -262,11 +268,6 @@ class ResultStore:
     def count(self) -> int:
         """Images in the store."""
         return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-
-    def predictions(self) -> Iterator[Prediction]:
-        """Every stored prediction, in commit order (read in chunks: memory stays bounded)."""
-        for chunk in self._chunks():
-            yield from (Prediction.from_json(json.loads(text)) for text in chunk)
 
     def _chunks(self) -> Iterator[list[str]]:
         last = 0
@@ -329,10 +330,11 @@ class ResultStore:
             db.close()  # checkpoints the WAL into the database and removes it
 
     def _rollback(self) -> None:
-        try:
-            self._db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # SQLite already rolled back (e.g. after SQLITE_FULL)
+        if self._db is not None and self._db.in_transaction:  # SQLite may have rolled back itself (SQLITE_FULL)
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # nothing left to undo
 
     def __enter__(self) -> "ResultStore":
         return self
