@@ -445,8 +445,15 @@ def prediction_batches(sources, model: Any = "seresnet50", *, weights: str | Non
     cfg = resolve_config(name, pretrained_cfg, weights)
     net = model if isinstance(model, Model) else create_model(name, weights=weights, backend=backend, dtype=dtype,
                                                                device=device, seed=seed)
-    runner = Runner(net, cfg, topk, output_dir)
-    for batch, errors in iter_batches(paths, cfg, batch_size, threads):
+    yield from run_batches(paths, Runner(net, cfg, topk, output_dir), batch_size, threads)
+
+
+def run_batches(paths: Sequence[str], runner: Runner, batch_size: int = 1,
+                threads: int | None = None) -> Iterator[list[Prediction]]:
+    """The pipeline alone, for sources already expanded (:func:`expand_sources`) and a
+    :class:`Runner` already built (what the command line resolved once): one list per model
+    call, with the sources before it that could not be read."""
+    for batch, errors in iter_batches(paths, runner.cfg, _positive_int("batch_size", batch_size), threads):
         yield errors + runner.run(batch)
 
 

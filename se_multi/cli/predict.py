@@ -88,11 +88,11 @@ def run_identity(args: argparse.Namespace, cfg) -> dict:
 def run(args: argparse.Namespace) -> int:
     from se_multi.cli import EXIT_FAILED
     from se_multi.models import check_model_name, create_model
-    from se_multi.predict import expand_sources, prediction_batches, resolve_config, source_key
+    from se_multi.predict import Runner, expand_sources, resolve_config, run_batches, source_key
     from se_multi.results import REFRESH_S, ResultStore
 
     _check(args)
-    # cheap failures first: names, sources, the output and its run; then the model
+    # each resolved once, cheap failures first: names, sources, the output and its run; then the model
     check_model_name(args.model)
     cfg = resolve_config(args.model, args.pretrained_cfg, args.weights)
     paths = expand_sources(args.images)
@@ -109,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
         _check_output_dir(model, cfg, args.output_dir)
         backend, dtype = model.ops.name, str(model.dtype)
         if args.ray is None:
-            batches = prediction_batches(todo, model, batch_size=args.batch_size, topk=args.topk, pretrained_cfg=cfg,
-                                         output_dir=args.output_dir, threads=args.threads)
+            batches = run_batches(todo, Runner(model, cfg, args.topk, args.output_dir), args.batch_size, args.threads)
             where = f"{backend} {dtype}"
         else:
             from se_multi.ray_predict import predict_with_ray
