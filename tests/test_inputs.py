@@ -190,8 +190,14 @@ def test_complex_weights_are_refused(tmp_path):
 
 
 def test_integer_bookkeeping_buffers_are_fine(tmp_path):
-    path = _bad_checkpoint(tmp_path, lambda s: s.__setitem__("bn1.num_batches_tracked", np.zeros((), np.int64)))
-    create_model("resnet50", weights=str(path), backend="numpy")
+    """An int64 ``num_batches_tracked`` (every PyTorch BatchNorm has one) loads, and the model
+    computes what the same checkpoint without it computes."""
+    with_counter = _bad_checkpoint(tmp_path, lambda s: s.__setitem__("bn1.num_batches_tracked", np.zeros((), np.int64)))
+    (tmp_path / "plain").mkdir()
+    plain = _bad_checkpoint(tmp_path / "plain", lambda s: None)
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(create_model("resnet50", weights=str(with_counter), backend="numpy")(x),
+                                  create_model("resnet50", weights=str(plain), backend="numpy")(x))
 
 
 def test_a_corrupt_safetensors_file_is_one_line_input_error(tmp_path, capsys):
