@@ -1,9 +1,11 @@
 """se_multi: Squeeze-and-Excitation networks on every array backend.
 
 One definition of SE (Hu et al.), sSE and scSE (Roy et al.) and the models built
-from them, run op by op on NumPy (the float64-capable reference), PyTorch, MLX and
-CuPy. ``import se_multi`` imports no framework; a backend imports its own when it
-is first used.
+from them, run op by op on NumPy (the float64 reference), PyTorch, MLX and CuPy, and
+as whole graphs from se_multi's own ONNX export on ONNX Runtime and OpenVINO
+(``se_multi.dispatch.BUILTIN_BACKENDS``; third-party backends register through the
+``se_multi.backends`` entry point). ``import se_multi`` imports no framework; a
+backend imports its own when it is first used.
 """
 
 from __future__ import annotations

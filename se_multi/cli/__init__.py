@@ -78,11 +78,13 @@ def exit_code(exc: BaseException) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from se_multi.dispatch import BUILTIN_BACKENDS
+
     codes = "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
     parser = argparse.ArgumentParser(
         prog="se-multi",
-        description="Squeeze-and-Excitation networks on NumPy, PyTorch, MLX, CuPy and ONNX Runtime, "
-                    "checked against a NumPy float64 reference.",
+        description=f"Squeeze-and-Excitation networks on the backends {', '.join(BUILTIN_BACKENDS)} (and "
+                    "third-party ones), checked against a NumPy float64 reference.",
         epilog=f"exit codes:\n{codes}\n\nerrors are one line on stderr; --debug (or SE_MULTI_DEBUG=1) "
                "adds the traceback",
         formatter_class=argparse.RawDescriptionHelpFormatter)
