@@ -12,6 +12,11 @@ and derives which reduced precisions have hardware behind them:
   this project's machine (2026-11-24, Xeon with avx512_fp16 and AMX-BF16, no AMX-FP16), a
   float16 3x3 convolution in PyTorch 2.13 took 15.0 ms against 9.0 ms in float32 (1.19 ms in
   bfloat16), and OpenVINO 2026.4 ran SE-ResNet-50 in float16 at 1.35x its float32 time.
+- **int8** (the ``int8`` dtype of ``openvino`` and ``onnxruntime``: post-training quantized
+  models, :mod:`se_multi.quantize`): x86 ``avx512_vnni`` or ``avx_vnni`` (int8 dot products into
+  int32: Intel Cascade Lake / Alder Lake and later, AMD Zen 4 and later) or ``amx_int8`` (AMX
+  tiles); ARM ``asimddp`` (SDOT) or ``i8mm``. Without them oneDNN and MLAS emulate int8 dot
+  products with 16-bit multiplies and gain little over float32.
 
 :func:`framework_reports` adds what the installed frameworks say about the same CPU (OpenVINO's
 ``OPTIMIZATION_CAPABILITIES``, PyTorch's ``get_cpu_capability()``, numpy's BLAS and its kernel
@@ -60,22 +65,31 @@ class CpuInfo:
             return "amx_fp16" in self.flags
         return self.arm and bool({"asimdhp", "fphp"} & self.flags)
 
+    @property
+    def int8(self) -> bool:
+        """int8 dot products in hardware (see the module docstring)."""
+        if self.x86:
+            return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & self.flags)
+        return self.arm and bool({"asimddp", "i8mm"} & self.flags)
+
     def native_reduced(self) -> tuple[str, ...]:
         """The reduced-precision dtypes this CPU has hardware for."""
-        return tuple(d for d, ok in (("bfloat16", self.bf16), ("float16", self.fp16)) if ok)
+        return tuple(d for d, ok in (("bfloat16", self.bf16), ("float16", self.fp16), ("int8", self.int8)) if ok)
 
     def isa(self) -> str:
         """A short summary of the vector and matrix extensions that matter here."""
         if self.x86:
-            shown = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16")
+            shown = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
+                     "amx_fp16", "amx_int8")
         else:
-            shown = ("asimd", "asimdhp", "bf16", "sve", "sme")
+            shown = ("asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sme")
         return " ".join(f for f in shown if f in self.flags) or "no SIMD extensions reported"
 
     def why_no(self, dtype: str) -> str:
         """Why ``dtype`` has no hardware here (a skip reason, an error message)."""
         need = {"bfloat16": "avx512_bf16 or amx_bf16 (x86), bf16 (ARM)",
-                "float16": "amx_fp16 (x86), asimdhp (ARM)"}.get(dtype, "?")
+                "float16": "amx_fp16 (x86), asimdhp (ARM)",
+                "int8": "avx512_vnni, avx_vnni or amx_int8 (x86), asimddp or i8mm (ARM)"}.get(dtype, "?")
         return f"this CPU ({self.name}; {self.isa()}) has no native {dtype}: that needs {need}"
 
 
