@@ -55,7 +55,11 @@ def build_model(name: str, **kwargs) -> Module:
     """The unbound module for ``name`` (declared parameters, no weights)."""
     check_model_name(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    return _REGISTRY[name](**kwargs)
+    module = _REGISTRY[name](**kwargs)
+    # what it was built as: a whole-graph backend that calibrates it (int8, se_multi.quantize)
+    # needs its preprocessing, and a bound copy keeps the name
+    module.model_name = name
+    return module
 
 
 class Model:
