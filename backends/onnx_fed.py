@@ -118,6 +118,10 @@ class OnnxFedBackend(GraphBackend):
         height and width when :attr:`symbolic_shapes`, else this input shape's)."""
         module = getattr(model, "module", model)  # a se_multi Model or its bound Module
         shape = tuple(input_shape)
+        if self.dtype == "int8":  # the float32 graph quantized once per model, then compiled
+            from se_multi.quantize import compile_int8
+
+            return compile_int8(self, module, shape)
         if self.symbolic_shapes:
             proto = self.export(module, shape, symbolic_hw=True)
         else:

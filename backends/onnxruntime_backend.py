@@ -37,11 +37,17 @@ class OnnxRuntimeBackend(OnnxFedBackend):
     name = "onnxruntime"
     package = "onnxruntime"
     extra = "onnx"
-    dtypes = ("float32", "float16")
+    #: int8: the model quantized by ONNX Runtime's static quantizer, QDQ (se_multi.quantize)
+    dtypes = ("float32", "float16", "int8")
 
     def __init__(self, dtype: str = "float32", device: str | None = None, opset: int | None = None,
-                 threads: int | None = None, graph_cache_size: int | None = None):
+                 threads: int | None = None, graph_cache_size: int | None = None, calibration=None,
+                 quantize_se: bool = False):
         super().__init__(dtype, device, opset, threads, graph_cache_size)
+        from se_multi.quantize import int8_options
+
+        #: int8: what calibrates the model and whether SE blocks are quantized too (se_multi.quantize)
+        self.calibration, self.quantize_se = int8_options(self.name, self.dtype, calibration, quantize_se)
         import onnxruntime
 
         self._ort = onnxruntime
@@ -52,6 +58,12 @@ class OnnxRuntimeBackend(OnnxFedBackend):
         providers = ", ".join(p if isinstance(p, str) else p[0] for p in self.providers)
         return (f"<OnnxRuntimeBackend 'onnxruntime' dtype={self.dtype}, whole graph, opset {self.opset}, "
                 f"{providers}, {self.threads} thread{'s' if self.threads != 1 else ''}>")
+
+    @classmethod
+    def native_dtypes(cls) -> tuple[str, ...]:
+        from se_multi.cpu import cpu_info
+
+        return (*super().native_dtypes(), *(("int8",) if cpu_info().int8 else ()))  # MLAS's VNNI/AMX int8 kernels
 
     # ------------------------------------------------------------------ sessions
     def _providers(self, device: str | None) -> list:

@@ -44,7 +44,10 @@ from se_multi.backends.onnx_fed import OnnxFedBackend, omp_threads
 from se_multi.dispatch import to_numpy
 
 #: se_multi dtype -> OpenVINO's inference precision, and the capability a device lists for it
-PRECISIONS = {"float32": ("f32", "FP32"), "bfloat16": ("bf16", "BF16"), "float16": ("f16", "FP16")}
+#: (int8: the model quantized by NNCF, se_multi.quantize; what stays float -- the SE squeeze, gate
+#: and scale, the head -- computes in f32, so "kept in float" means float32)
+PRECISIONS = {"float32": ("f32", "FP32"), "bfloat16": ("bf16", "BF16"), "float16": ("f16", "FP16"),
+              "int8": ("f32", "INT8")}
 #: performance hints by their se_multi name
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "cumulative_throughput": "CUMULATIVE_THROUGHPUT"}
 #: device families (a device name is one of these, optionally ``.N`` for GPU/NPU, or ``AUTO:...``)
@@ -56,12 +59,16 @@ class OpenVinoBackend(OnnxFedBackend):
     name = "openvino"
     package = "openvino"
     extra = "openvino"
-    dtypes = ("float32", "bfloat16", "float16")
+    dtypes = ("float32", "bfloat16", "float16", "int8")
 
     def __init__(self, dtype: str = "float32", device: str | None = None, opset: int | None = None,
                  threads: int | None = None, hint: str = "latency", shapes: str = "static",
-                 graph_cache_size: int | None = None):
+                 graph_cache_size: int | None = None, calibration=None, quantize_se: bool = False):
         super().__init__(dtype, device, opset, threads, graph_cache_size)
+        from se_multi.quantize import int8_options
+
+        #: int8: what calibrates the model and whether SE blocks are quantized too (se_multi.quantize)
+        self.calibration, self.quantize_se = int8_options(self.name, self.dtype, calibration, quantize_se)
         if not isinstance(hint, str) or hint.lower() not in HINTS:
             raise ValueError(f"openvino backend: hint must be one of {', '.join(map(repr, HINTS))}; got {hint!r}")
         if shapes not in SHAPES:
@@ -153,10 +160,19 @@ class OpenVinoBackend(OnnxFedBackend):
         """A ModelProto -> OpenVINO ``CompiledModel`` with :meth:`config`, its precision checked."""
         try:
             model = self._core.read_model(proto.SerializeToString(), b"")
+        except RuntimeError as exc:  # OpenVINO's multi-line report: keep its gist, on one line
+            raise RuntimeError(f"openvino {self._ov.__version__.split('-')[0]} cannot read graph "
+                               f"{proto.graph.name!r}: {_gist(exc)}") from None
+        return self.compile_model(model, threads, proto.graph.name)
+
+    def compile_model(self, model, threads: int | None = None, name: str | None = None):
+        """An ``openvino.Model`` (a read graph, or one NNCF quantized) -> ``CompiledModel`` with
+        :meth:`config`, its precision checked."""
+        try:
             compiled = self._core.compile_model(model, self.device, self.config(threads))
         except RuntimeError as exc:  # OpenVINO's multi-line report: keep its gist, on one line
             raise RuntimeError(f"openvino {self._ov.__version__.split('-')[0]} cannot compile graph "
-                               f"{proto.graph.name!r} on {self.device}: {_gist(exc)}") from None
+                               f"{name or model.get_friendly_name()!r} on {self.device}: {_gist(exc)}") from None
         if not self.device.startswith("AUTO"):  # float32 must mean float32: read the precision back
             got = compiled.get_property("INFERENCE_PRECISION_HINT")
             if got != getattr(self._ov.Type, self.precision):
