@@ -293,16 +293,20 @@ def quantize_openvino(proto, arrays: Sequence[np.ndarray], quantize_se: bool = F
     _need("nncf", "int8")
     import io
 
-    import openvino as ov
-
-    logging.getLogger("nncf").setLevel(logging.WARNING)  # no progress bars in se_multi's output
     import nncf
+    import openvino as ov
 
     model = ov.convert_model(io.BytesIO(proto.SerializeToString()))
     ignored = nncf.IgnoredScope(names=float_nodes(proto, quantize_se), validate=False)
-    with _nncf_se_pattern(not quantize_se):
-        return nncf.quantize(model, nncf.Dataset(list(arrays)), subset_size=len(arrays),
-                             fast_bias_correction=fast_bias_correction, ignored_scope=ignored)
+    nncf_logger = logging.getLogger("nncf")
+    level = nncf_logger.level
+    nncf.set_log_level(logging.WARNING)  # no per-node INFO lines and progress bars in se_multi's output
+    try:
+        with _nncf_se_pattern(not quantize_se):
+            return nncf.quantize(model, nncf.Dataset(list(arrays)), subset_size=len(arrays),
+                                 fast_bias_correction=fast_bias_correction, ignored_scope=ignored)
+    finally:
+        nncf.set_log_level(level)
 
 
 class _Reader:

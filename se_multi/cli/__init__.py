@@ -28,6 +28,7 @@ COMMANDS = {
     "info": ("se_multi.cli.info", "parameters and multiply-adds per stage; the SENet paper's tables"),
     "convert": ("se_multi.cli.convert", "rewrite a checkpoint in se_multi's native layout (.safetensors)"),
     "export": ("se_multi.cli.export", "write a model as an ONNX file"),
+    "quantize": ("se_multi.cli.quantize", "post-training int8: an OpenVINO IR (NNCF) or a QDQ ONNX file, and its errors"),
 }
 
 EXIT_OK = 0
