@@ -88,6 +88,12 @@ class OnnxFedBackend(GraphBackend):
         it is not the backend's (a loaded file)."""
 
     # ------------------------------------------------------------------ arrays
+    @property
+    def input_dtype(self) -> str:
+        """The dtype a model input's values must fit (``Model.check_input``): the compute dtype, but
+        float32 at int8 (a quantized graph takes float32 and quantizes inside)."""
+        return "float32" if self.dtype == "int8" else self.dtype
+
     def asarray(self, x):
         return np.ascontiguousarray(to_numpy(x), dtype=self._np_dtype)  # any backend's array
 

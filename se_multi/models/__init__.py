@@ -123,7 +123,8 @@ class Model:
         largest = max_abs(x)
         if not np.isfinite(largest):
             raise ValueError(f"{self.name}: input contains NaN or Inf")
-        limit = _largest_finite(self.ops.dtype)
+        # a quantized (int8) graph takes float32 inputs: the backend says which dtype inputs must fit
+        limit = _largest_finite(getattr(self.ops, "input_dtype", self.ops.dtype))
         if largest > limit:
             raise ValueError(f"{self.name}: input values up to {largest:.4g} overflow the compute dtype "
                              f"{self.ops.dtype} (largest finite {limit:.4g}); scale the input first")
