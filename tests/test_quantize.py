@@ -1,0 +1,253 @@
+"""int8 post-training quantization (se_multi.quantize, se-multi quantize, dtype="int8"): the SE
+marks, what each engine keeps in float, calibration, the error report, and a small model end to
+end on each installed engine (calibrate, run, error bound). Calibration here is a few images, so
+the tests stay short; speed is measured by benchmarks/test_int8.py, not here."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import se_multi
+from se_multi import nn
+from se_multi.init import recipe_input
+from se_multi.metrics import max_rel_error
+from se_multi.models import build_model, create_model
+from se_multi.quantize import (MODEL_TOLERANCE, CalibrationWarning, MarkingRecorder, calibration_set, float_nodes, mask_agreement,
+                               marked_graph, node_roles, output_engine, quantize, quantize_graph, topk_agreement)
+
+ENGINES = {"openvino": "nncf", "onnxruntime": "onnxruntime"}
+SMALL = "mobilenetv3_small_100"
+
+
+def _need(engine: str) -> None:
+    pytest.importorskip("onnx")
+    pytest.importorskip(engine)
+    pytest.importorskip(ENGINES[engine])
+
+
+def _se_calls(name: str) -> dict[str, int]:
+    """How often a forward on the NumPy backend calls each SE op (outermost calls only): counted by
+    running the model, not from its graph (the U-Net declares one scSE block its forward never runs)."""
+    from se_multi.backends.numpy_backend import NumpyBackend
+
+    counts: dict[str, int] = {}
+    depth = [0]
+
+    class Counting(NumpyBackend):
+        pass
+
+    for op in ("squeeze", "excite", "scale", "scale_add_relu", "mul_channel", "spatial_gate", "mul_pixel", "scse"):
+        def wrapped(self, *a, _op=op, **k):
+            if depth[0] == 0:
+                counts[_op] = counts.get(_op, 0) + 1
+            depth[0] += 1
+            try:
+                return getattr(super(Counting, self), _op)(*a, **k)
+            finally:
+                depth[0] -= 1
+        setattr(Counting, op, wrapped)
+    model = create_model(name, backend=Counting("float32"))
+    model(recipe_input((1, 3, 64, 64), seed=0))
+    return counts
+
+
+def _graph(name: str):
+    pytest.importorskip("onnx")
+    return marked_graph(create_model(name, backend="numpy").module)
+
+
+# ------------------------------------------------------------------ the marks
+@pytest.mark.parametrize("name", ["seresnet50", SMALL, "unet_se_resnet50_scse", "resnet50"])
+def test_float_nodes_are_every_se_squeeze_gate_and_scale(name):
+    calls = _se_calls(name)
+    proto = _graph(name)
+    kept = float_nodes(proto)
+    types = [n.op_type for n in proto.graph.node if n.name in kept]
+    c = lambda op: calls.get(op, 0)  # noqa: E731
+    gate = "HardSigmoid" if name.startswith("mobilenetv3") else "Sigmoid"
+    expected = {"GlobalAveragePool": c("squeeze"), gate: c("excite") + c("spatial_gate"),
+                "Mul": c("scale") + c("scale_add_relu") + c("mul_channel") + c("mul_pixel") + 2 * c("scse")}
+    expected = {k: v for k, v in expected.items() if v}
+    if name == "unet_se_resnet50_scse":
+        assert c("scse") > 0 and c("scale_add_relu") == 16  # the encoder's 16 SE blocks and the decoder's scSE
+    assert {t: types.count(t) for t in set(types)} == expected
+    assert float_nodes(proto, quantize_se=True) == []
+    if name == "resnet50":
+        assert not node_roles(proto)
+
+
+def test_marks_change_nothing_but_doc_strings():
+    pytest.importorskip("onnx")
+    from se_multi.onnx_export import OnnxRecorder
+
+    module = create_model(SMALL, backend="numpy").module
+    plain = OnnxRecorder().trace(module, ("batch", 3, 64, 64), symbolic_hw=True)
+    marked = MarkingRecorder().trace(module, ("batch", 3, 64, 64), symbolic_hw=True)
+    for a, b in zip(plain.graph.node, marked.graph.node, strict=True):
+        b.ClearField("doc_string")
+        assert a == b
+    assert plain.graph.initializer == marked.graph.initializer
+
+
+# ------------------------------------------------------------------ what each engine keeps in float
+def _float_inputs_onnx(q, names) -> dict[str, bool]:
+    """For each named node of a QDQ graph: whether none of its activation inputs is a DequantizeLinear output."""
+    made_by = {o: n.op_type for n in q.graph.node for o in n.output}
+    return {n.name: all(made_by.get(i) != "DequantizeLinear" for i in n.input[:2] if i in made_by)
+            for n in q.graph.node if n.name in names}
+
+
+def _float_inputs_openvino(q, names) -> dict[str, bool]:
+    """For each named node of an NNCF-quantized model: whether none of its inputs is a FakeQuantize."""
+    out = {}
+    for op in q.get_ordered_ops():
+        if op.get_friendly_name() in names:
+            sources = [i.get_source_output().get_node().get_type_name() for i in op.inputs()]
+            out[op.get_friendly_name()] = "FakeQuantize" not in sources
+    return out
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_se_kept_in_float_by_default_and_quantized_on_request(engine):
+    _need(engine)
+    proto = _graph(SMALL)
+    squeeze_and_scale = [n.name for n in proto.graph.node if n.name in float_nodes(proto)
+                         and n.op_type in ("GlobalAveragePool", "Mul")]
+    cal = calibration_set(SMALL, 2, held_out=0, warn=False).arrays
+    check = _float_inputs_onnx if engine == "onnxruntime" else _float_inputs_openvino
+    kept = check(quantize_graph(engine, proto, cal, quantize_se=False), squeeze_and_scale)
+    assert len(kept) == len(squeeze_and_scale) == 18 and all(kept.values())
+    quantized = check(quantize_graph(engine, proto, cal, quantize_se=True), squeeze_and_scale)
+    assert len(quantized) == 18 and not any(quantized.values())
+
+
+# ------------------------------------------------------------------ calibration
+def test_calibration_images_go_through_the_models_preprocessing(tmp_path):
+    from PIL import Image
+
+    from se_multi.predict import resolve_config
+    from se_multi.preprocess import preprocess
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalibrationWarning)  # images: no warning
+        cal = calibration_set(SMALL, str(tmp_path), samples=2, held_out=5)
+    cfg = resolve_config(SMALL)
+    want = [preprocess(str(tmp_path / f"{i}.png"), cfg) for i in range(3)]
+    assert len(cal.arrays) == 2 and len(cal.held_out) == 1 and not cal.default
+    for got, exp in zip(cal.arrays + cal.held_out, want):
+        np.testing.assert_array_equal(got, exp)
+    with pytest.raises(ValueError, match="5 samples asked for, but the source holds 3"):
+        calibration_set(SMALL, str(tmp_path), samples=5)
+
+
+def test_default_calibration_warns_and_follows_the_preprocessing_statistics():
+    from se_multi.predict import resolve_config
+
+    with pytest.warns(CalibrationWarning, match="real images"):
+        cal = calibration_set("se_mobilenetv1_100", 3, held_out=2)
+    assert cal.default and len(cal.arrays) == 3 and len(cal.held_out) == 2
+    cfg = resolve_config("se_mobilenetv1_100")
+    assert cal.arrays[0].shape == (1, 3, *cfg.input_size[-2:]) and cal.arrays[0].dtype == np.float32
+    # normalised pixels: within [(0 - mean) / std, (1 - mean) / std] per channel
+    lo, hi = (-np.asarray(cfg.mean) / cfg.std), ((1 - np.asarray(cfg.mean)) / cfg.std)
+    x = np.concatenate(cal.arrays)
+    assert np.all(x.min(axis=(0, 2, 3)) >= lo - 1e-5) and np.all(x.max(axis=(0, 2, 3)) <= hi + 1e-5)
+    held = {a.tobytes() for a in cal.held_out}
+    assert not held & {a.tobytes() for a in cal.arrays}  # held out means not calibrated on
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1.5, True])
+def test_bad_calibration_counts_are_one_clear_error(bad):
+    pytest.importorskip("onnxruntime")
+    with pytest.raises((ValueError, TypeError), match="calibration"):
+        se_multi.get_backend("onnxruntime", dtype="int8", calibration=bad)
+
+
+def test_int8_options_on_another_dtype_and_output_suffixes_are_refused():
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(ValueError, match="apply to dtype='int8'"):
+        se_multi.get_backend("onnxruntime", dtype="float32", quantize_se=True)
+    assert output_engine("m.xml", None) == "openvino" and output_engine("m.onnx", None) == "onnxruntime"
+    with pytest.raises(ValueError, match="must end in .xml"):
+        output_engine("m.bin", None)
+    with pytest.raises(ValueError, match="engine onnxruntime writes a .onnx file"):
+        output_engine("m.xml", "onnxruntime")
+
+
+# ------------------------------------------------------------------ error metrics
+def test_topk_and_mask_agreement():
+    ref = np.array([[0.0, 3.0, 1.0, 2.0], [5.0, 0.0, 1.0, 2.0]])
+    ours = np.array([[0.0, 2.0, 1.0, 3.0], [0.0, 1.0, 2.0, 3.0]])  # image 0: ref's top-1 is ours' 2nd; image 1: 4th
+    assert topk_agreement(ours, ref, 1) == 0.0
+    assert topk_agreement(ours, ref, 2) == 0.5
+    assert topk_agreement(ours, ref, 4) == 1.0
+    a = np.zeros((1, 3, 2, 2))
+    b = a.copy()
+    a[0, 1, 0, 0] = 1.0  # pixel (0, 0): class 1 against class 0
+    assert mask_agreement(a, b) == 0.75
+
+
+# ------------------------------------------------------------------ end to end
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_dtype_int8_end_to_end(engine):
+    """A small model quantized in memory (calibrate), run at two sizes (one quantization), against float64."""
+    _need(engine)
+    calls = []
+    import se_multi.quantize as q
+
+    real = q.quantize_graph
+    q.quantize_graph = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        model = create_model(SMALL, backend=se_multi.get_backend(engine, dtype="int8", calibration=4))
+        ref = create_model(SMALL, backend="numpy", dtype="float64")
+        tol = MODEL_TOLERANCE
+        with pytest.warns(CalibrationWarning):
+            for shape, seed in (((2, 3, 224, 224), 1), ((1, 3, 97, 75), 2)):
+                x = recipe_input(shape, seed=seed)
+                y, want = se_multi.to_numpy(model(x)), ref.predict_numpy(x.astype(np.float64))
+                assert y.shape == want.shape and max_rel_error(y, want) <= tol
+    finally:
+        q.quantize_graph = real
+    assert len(calls) == 1  # quantized once, kept with the model
+
+
+@pytest.mark.parametrize("engine,suffix", [("openvino", ".xml"), ("onnxruntime", ".onnx")])
+def test_quantize_command_writes_a_model_that_runs(engine, suffix, tmp_path, capsys):
+    _need(engine)
+    from se_multi.cli import main
+
+    out, report = tmp_path / f"m{suffix}", tmp_path / "r.json"
+    assert main(["quantize", SMALL, str(out), "--calibration", "3", "--held-out", "2", "--parity", "1",
+                 "--fast-bias-correction", "--json", str(report)]) == 0
+    text = capsys.readouterr()
+    assert "warning: calibrating on the embedded default" in text.err and "kept in float" in text.out
+    result = json.loads(report.read_text())
+    assert result["samples"] == 3 and result["engine"] == engine and [e["count"] for e in result["errors"]] == [1, 2]
+    # the written file, loaded by the engine itself, against float64 on the same input
+    x = recipe_input((1, 3, 224, 224), seed=1)
+    if engine == "openvino":
+        import openvino as ov
+
+        assert out.with_suffix(".bin").is_file()
+        y = ov.Core().compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+    else:
+        y = se_multi.get_backend("onnxruntime").load(out)(x)
+    want = create_model(SMALL, backend="numpy", dtype="float64").predict_numpy(x.astype(np.float64))
+    err = max_rel_error(y, want)
+    assert err <= MODEL_TOLERANCE
+    assert abs(err - result["errors"][0]["max_rel_err_f64"]) <= 1e-6  # the report measured this same input
+
+
+def test_quantize_refuses_a_wrong_output_before_calibrating(tmp_path, capsys):
+    from se_multi.cli import main
+
+    assert main(["quantize", SMALL, str(tmp_path / "m.bin"), "--calibration", "3"]) == 3
+    assert "must end in .xml (OpenVINO IR) or .onnx" in capsys.readouterr().err
+    assert main(["quantize", SMALL, str(tmp_path / "m.xml"), "--calibration", "0"]) == 3
