@@ -144,7 +144,9 @@ class TorchBackend(Backend):
                 from se_multi.dispatch import to_numpy  # mlx, cupy, lists, anything array-like
 
                 x = to_numpy(x)
-            x = torch.from_numpy(np.ascontiguousarray(x))
+            from se_multi.dtypes import numpy_float  # bfloat16 (ml_dtypes) -> float32, exactly
+
+            x = torch.from_numpy(np.ascontiguousarray(numpy_float(np.asarray(x))))
         return x.to(device=self._dev, dtype=self._dt)
 
     @staticmethod

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from se_multi.dispatch import get_backend, to_numpy
+from se_multi.dtypes import is_floating, largest_finite
 from se_multi.nn import Module
 
 _REGISTRY: dict[str, Callable[..., Module]] = {}
@@ -114,8 +115,9 @@ class Model:
             raise ValueError(f"{self.name}: expected NCHW with {self.in_chans} channels; got shape {shape}{hint}")
         if shape[0] < 1:
             raise ValueError(f"{self.name}: expected at least one image; got shape {shape}")
-        if not _is_floating(x.dtype):
-            raise TypeError(f"{self.name}: expected a floating-point array; got dtype {x.dtype}")
+        if not is_floating(x.dtype):
+            raise TypeError(f"{self.name}: expected a floating-point array (bfloat16, float16, float32 or float64); "
+                            f"got dtype {x.dtype}")
         if isinstance(x, np.ndarray) and not x.dtype.isnative:
             x = x.astype(x.dtype.newbyteorder("="))  # a big-endian array is data, not an error
         # one reduction gives both checks: max |x| is NaN if x holds a NaN and inf if it holds an Inf
@@ -124,7 +126,7 @@ class Model:
         if not np.isfinite(largest):
             raise ValueError(f"{self.name}: input contains NaN or Inf")
         # a quantized (int8) graph takes float32 inputs: the backend says which dtype inputs must fit
-        limit = _largest_finite(getattr(self.ops, "input_dtype", self.ops.dtype))
+        limit = largest_finite(getattr(self.ops, "input_dtype", self.ops.dtype))
         if largest > limit:
             raise ValueError(f"{self.name}: input values up to {largest:.4g} overflow the compute dtype "
                              f"{self.ops.dtype} (largest finite {limit:.4g}); scale the input first")
@@ -155,19 +157,6 @@ class Model:
         new = object.__new__(Model)
         new.__dict__.update(self.__dict__)
         return new
-
-
-def _is_floating(dtype) -> bool:
-    """Any floating dtype of any library and byte order: NumPy's (also CuPy's) by kind, others
-    (``torch.bfloat16``, ``mlx.core.float16``) by name."""
-    if isinstance(dtype, np.dtype):
-        return dtype.kind == "f"
-    return any(t in str(dtype) for t in ("float", "half"))
-
-
-def _largest_finite(dtype: str) -> float:
-    """The largest finite value of a compute dtype (bfloat16 has float32's exponent range)."""
-    return float(np.finfo(np.float32 if dtype == "bfloat16" else np.dtype(dtype)).max)
 
 
 def create_model(name: str, weights: str | None = None, backend: Any = "auto", dtype: str = "float32",
