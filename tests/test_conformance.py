@@ -56,9 +56,28 @@ def test_check_names_are_unique():
 
 def test_tolerance_table_covers_every_builtin_dtype():
     from se_multi.backends.torch_backend import TorchBackend  # importing it does not import torch
+    from se_multi.dtypes import COMPUTE_DTYPES
 
-    assert set(TorchBackend.dtypes) | set(NumpyBackend.dtypes) <= set(conformance.TOLERANCES)
+    assert set(TorchBackend.dtypes) | set(NumpyBackend.dtypes) <= set(conformance.POLICY) == set(COMPUTE_DTYPES)
     assert conformance.TOLERANCES["float64"] < conformance.TOLERANCES["float32"] < conformance.TOLERANCES["float16"]
+    # the views are the table's
+    assert all(conformance.TOLERANCES[d] == p.op and conformance.MODEL_TOLERANCES[d] == p.model
+               for d, p in conformance.POLICY.items())
+
+
+def test_policy_bounds_follow_the_unit_roundoff():
+    """The bias and precision bounds are multiples of u, computed from ml_dtypes/NumPy's own limits."""
+    # u = 2^-(p) for p significand bits (implicit bit included): the formats' definitions
+    for dtype, bits in (("float64", 53), ("float32", 24), ("float16", 11), ("bfloat16", 8)):
+        row = conformance.POLICY[dtype]
+        assert row.u == 2.0 ** -bits, dtype
+        assert row.model_bias == conformance.MODEL_BIAS_U * 2.0 ** -bits
+        assert row.elementwise_bias(400) == conformance.ELEMENTWISE_BIAS_Z * 2.0 ** -bits / 20
+        assert row.precision_floor == (None if dtype == "float64" else conformance.PRECISION_FLOOR_U * 2.0 ** -bits)
+    # a x1.01 output at bfloat16, and a float32 computation claimed as bfloat16, are outside the bounds
+    assert conformance.POLICY["bfloat16"].model_bias < 0.01 / 2
+    assert conformance.POLICY["bfloat16"].precision_floor > 1000 * conformance.POLICY["float32"].u
+
 
 
 def test_bfloat16_rounding_matches_torch():
@@ -114,23 +133,62 @@ def test_torch_cuda_conforms(dtype):
 
 
 # ----------------------------------------------------------------------------- planted bugs are caught
-@pytest.mark.parametrize("cls_name", [  # test_every_broken_backend_is_tested keeps this list complete
+_PLANTED = [  # test_every_broken_backend_is_tested keeps this list complete
     "SigmoidGateAsHardSigmoid", "GlobalPoolDividesByHWPlusOne", "SqueezeKernelHWTransposed",
     "ExciteWeightsReshaped", "MaxPoolIgnoresCeilMode", "HardSigmoidUnclipped", "ConvPaddingFlipped",
-    "BatchNormIgnoresEps", "RunModelScalesOutput",
-])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+    "BatchNormIgnoresEps", "RunModelScalesOutput", "GroupedConvDropsGroupOffsetAt32",
+    "ClaimsBfloat16ComputesFloat32", "RunModelScalesOutputBfloat16", "SigmoidOffBfloat16",
+]
+_BF16_PLANTED = ("ClaimsBfloat16ComputesFloat32", "RunModelScalesOutputBfloat16", "SigmoidOffBfloat16")
+_PLANTED_RUNS = [(c, d) for c in _PLANTED for d in (("bfloat16",) if c in _BF16_PLANTED else ("float32", "float64"))]
+
+
+@pytest.mark.parametrize("cls_name,dtype", _PLANTED_RUNS, ids=[f"{c}-{d}" for c, d in _PLANTED_RUNS])
 def test_planted_bug_fails_and_names_its_op(broken, cls_name, dtype):
+    assert broken.DTYPES.get(cls_name, ("float32", "float64")) == (("bfloat16",) if cls_name in _BF16_PLANTED
+                                                                    else ("float32", "float64"))
     result = conformance.run_suite(getattr(broken, cls_name)(dtype), fail_fast=True)
     assert not result.passed
-    # the suite runs primitives, then fused ops, then blocks: the first failing op is the bug's
+    # the suite runs primitives, then fused ops, then blocks, models, and the whole-model verdicts:
+    # the first failing op is the bug's
     assert result.failed_ops[0] == broken.EXPECTED_FAILED_OP[cls_name], result.failed_ops
+
+
+def test_honest_bfloat16_backend_passes(broken):
+    """The base of the bfloat16 bugs computes honestly in bfloat16: it passes, verdicts included
+    (so each bug above fails for its bug alone)."""
+    result = conformance.run_suite(broken.NumpyBfloat16("bfloat16"))
+    assert result.passed, _failures(result)
+    assert [c.op for c in result.checks if c.level == "suite"] == ["whole-model bias", "precision"]
 
 
 def test_every_broken_backend_is_tested(broken):
     classes = {name for name, obj in vars(broken).items()
                if isinstance(obj, type) and issubclass(obj, NumpyBackend) and obj is not NumpyBackend}
-    assert classes == set(broken.EXPECTED_FAILED_OP)
+    assert classes == set(broken.EXPECTED_FAILED_OP) | set(broken.HONEST)
+    assert set(_PLANTED) == set(broken.EXPECTED_FAILED_OP)
+
+
+def test_groups_32_bug_is_named_conv2d_before_any_model(broken):
+    """Before the grouped cases at groups 32 and 64, only the SE-ResNeXt model check saw it."""
+    result = conformance.run_suite(broken.GroupedConvDropsGroupOffsetAt32("float32"),
+                                   checks=conformance.primitive_checks())
+    failing = [c.name for c in result.checks if not c.passed]
+    assert failing and all(" g32" in name for name in failing) and result.failed_ops == ["conv2d"]
+
+
+def test_validate_command_names_precision_and_bias(capsys):
+    rc = cli.main(["validate", "--backend", "tests.broken_backends:ClaimsBfloat16ComputesFloat32",
+                   "--dtype", "bfloat16"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "does not compute in bfloat16: whole-model errors are float32-sized (seresnet50 " in out
+    assert out.strip().splitlines()[-1].endswith("failing ops and models: precision")
+    rc = cli.main(["validate", "--backend", "tests.broken_backends:RunModelScalesOutputBfloat16",
+                   "--dtype", "bfloat16"])
+    out = capsys.readouterr().out
+    assert rc == 1 and "whole-model outputs are biased: mean signed rel err +9." in out
+    assert out.strip().splitlines()[-1].endswith("failing ops and models: whole-model bias")
 
 
 def test_validate_command_fails_naming_the_op(tmp_path):
@@ -167,12 +225,14 @@ def test_validate_passes_with_table_and_json(tmp_path, capsys):
     assert rc == 0
     lines = text.out.splitlines()
     assert lines[0].split()[:4] == ["check", "max", "abs", "err"]
-    assert len(lines) == len(conformance.build_checks()) + 3  # header, rule, checks, summary
+    # header, rule, checks, the whole-model bias verdict (float64 has no precision floor), summary
+    assert len(lines) == len(conformance.build_checks()) + 4
     assert lines[-1].startswith("OK: all")
     report = json.loads(out.read_text())
     assert report["passed"] and report["dtype"] == "float64" and report["tolerance"] == 1e-12
-    assert {c["name"] for c in report["checks"]} == {c.name for c in conformance.build_checks()}
-    assert all(c["max_rel"] <= 1e-12 for c in report["checks"])
+    assert {c["name"] for c in report["checks"]} == {c.name for c in conformance.build_checks()} | {
+        "bias[mean of 6 whole models]"}
+    assert all(c["max_rel"] <= 1e-12 for c in report["checks"] if c["level"] != "suite")
 
 
 def test_validate_unknown_backend_lists_known(capsys):

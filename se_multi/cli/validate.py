@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from se_multi.files import json_text
-from se_multi.conformance import TOLERANCES, format_table, run_suite
+from se_multi.conformance import POLICY, format_table, run_suite
 from se_multi.files import write_text
 
 
@@ -30,7 +30,7 @@ def _stderr_progress(stream=None):
 def add_arguments(parser) -> None:
     parser.add_argument("--backend", default="auto",
                         help="backend name, 'auto', or 'package.module:ClassName' (default: auto)")
-    parser.add_argument("--dtype", default="float32", help=f"compute dtype: {', '.join(TOLERANCES)} (default: float32)")
+    parser.add_argument("--dtype", default="float32", help=f"compute dtype: {', '.join(POLICY)} (default: float32)")
     parser.add_argument("--device", default=None, help="the backend's device, e.g. cpu, cuda, cuda:1, mps, gpu")
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON to PATH")
 
@@ -43,9 +43,13 @@ def run(args) -> int:
     failed = [c for c in result.checks if not c.passed]
     where = f"backend {result.backend!r}, {result.dtype}" + (f", device {result.device}" if result.device else "")
     if failed:
+        for check in failed:  # the whole-model verdicts say in words what failed
+            if check.level == "suite":
+                print(check.error)
         print(f"FAILED: {len(failed)} of {len(result.checks)} checks ({where}); "
               f"failing ops and models: {', '.join(result.failed_ops)}")
         return 1
     print(f"OK: all {len(result.checks)} checks passed ({where}; max rel err <= {result.tolerance:.0e} per op, "
-          f"<= {result.model_tolerance:.0e} per whole model)")
+          f"<= {result.model_tolerance:.0e} per whole model; unbiased"
+          + ("" if result.dtype == "float64" else f"; computes in {result.dtype}") + ")")
     return 0
