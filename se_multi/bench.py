@@ -5,7 +5,12 @@ For every backend x model x batch x dtype it measures, on one seeded input:
 
 - latency: warm-up calls, then timed calls (lazy results materialised by the backend's
   ``synchronize``), *interleaved* round-robin across configurations so that a noisy,
-  shared machine slows every configuration alike; median and spread are reported;
+  shared machine slows every configuration alike; median and spread are reported. Before
+  timing, each configuration is checked once for a ``synchronize`` that returns before the
+  result is computed (an asynchronous framework that did not override it, which would be timed
+  for its dispatch alone): :func:`synchronize_returns_early` times calls followed by
+  ``synchronize`` against calls followed by ``to_numpy`` (which must wait for the values); such
+  a row is timed through ``to_numpy`` and flagged with a footnote;
 - images/s at the median;
 - SE overhead: the SE model's median over its no-SE twin's, on the same backend
   (``seresnet50 / resnet50``, ``se_mobilenetv1_100 / mobilenetv1_100``);
@@ -45,6 +50,12 @@ SE_BASELINES = {
 DEFAULT_MODELS = ("seresnet50", "resnet50")
 #: idle seconds before each timed call (see the timing loop in run_bench)
 SPIN_GAP_S = 0.2
+#: calls of each kind :func:`synchronize_returns_early` times (the fastest of each is compared)
+SYNC_PROBE_CALLS = 3
+#: a ``synchronize``d call this much faster than one followed by ``to_numpy`` returned early. An
+#: honest backend's two timings differ by the copy of the output (microseconds for logits) and by
+#: noise (10-25% on a shared machine); an asynchronous one's by the whole computation.
+SYNC_EARLY_RATIO = 0.5
 
 
 @dataclass
@@ -64,9 +75,14 @@ class BenchRow:
     max_rel_err: float | None = None
     top1_agreement: float | None = None
     se_overhead: float | None = None
+    #: why the configuration failed (the row then has no numbers; the table puts this in a footnote)
     error: str | None = None
     #: the backend instance's settings (dtype, device, layout, compiled or not)
     settings: str | None = None
+    #: what each timed call waited on: ``"synchronize"``, or ``"to_numpy"`` where the backend's
+    #: ``synchronize`` returned before the result was computed (``sync_note`` says by how much)
+    timed_through: str = "synchronize"
+    sync_note: str | None = None
 
     @property
     def median_ms(self) -> float | None:
@@ -158,7 +174,9 @@ def _memory_worker(spec: dict) -> dict:
     model = create_model(spec["model"], weights=spec["weights"], backend=spec["backend"], dtype=spec["dtype"],
                          device=spec["device"])
     x = model.ops.asarray(recipe_input((spec["batch"], 3, *spec["input_size"]), seed=1))
-    call = lambda: model.ops.synchronize(model(x))  # noqa: E731
+    # to_numpy waits for the values even where synchronize does not (an asynchronous framework that
+    # did not override it); the output's copy is small beside a forward's buffers
+    call = lambda: model.ops.to_numpy(model.ops.synchronize(model(x)))  # noqa: E731
     call()  # warm-up: compiles, creates what the engine keeps
     _trim_heap()
     rss = _rss_mb("VmRSS")
@@ -226,6 +244,27 @@ def time_interleaved(runners, min_runs=5, max_runs=50, budget_s=2.0, progress=No
             progress(f"timed {total} calls")
 
 
+def synchronize_returns_early(ops, forward, calls: int = SYNC_PROBE_CALLS) -> str | None:
+    """Whether ``ops.synchronize`` returns before ``forward()``'s result is computed: a sentence
+    saying by how much, or ``None``. The fastest of ``calls`` calls followed by ``synchronize`` is
+    compared with the fastest of ``calls`` followed by ``ops.to_numpy`` (which cannot return before
+    the values exist), interleaved; below :data:`SYNC_EARLY_RATIO` of it, ``synchronize`` waited
+    for the dispatch alone."""
+    waits = {"synchronize": lambda: ops.synchronize(forward()), "to_numpy": lambda: ops.to_numpy(forward())}
+    best = {k: float("inf") for k in waits}
+    for _ in range(calls):
+        for kind, call in waits.items():
+            t0 = time.perf_counter()
+            result = call()
+            best[kind] = min(best[kind], (time.perf_counter() - t0) * 1e3)
+            ops.to_numpy(result)  # untimed: work left running would slow the next call, or the next row
+    if best["synchronize"] >= SYNC_EARLY_RATIO * best["to_numpy"]:
+        return None
+    return (f"{type(ops).__name__}.synchronize returned before the result was computed "
+            f"({best['synchronize']:.2f} ms with synchronize, {best['to_numpy']:.2f} ms with to_numpy): timed "
+            "through to_numpy; the backend should override Backend.synchronize")
+
+
 def _dtypes(dtype) -> list[str]:
     return [d for d in ([dtype] if isinstance(dtype, str) else list(dtype))]
 
@@ -269,8 +308,12 @@ def run_bench(backends, models, batches=(1,), dtype="float32", device=None, inpu
                         call = lambda m=model, xb=xb: m.ops.synchronize(m(xb))  # noqa: E731
                         for _ in range(warmup):
                             out = call()
+                        row.sync_note = synchronize_returns_early(model.ops, lambda m=model, xb=xb: m(xb))
+                        if row.sync_note:
+                            row.timed_through = "to_numpy"
+                            call = lambda m=model, xb=xb: m.ops.to_numpy(m(xb))  # noqa: E731
                         if reference:
-                            ours, ref = to_numpy(out), refs[(model_name, batch)]
+                            ours, ref = model.ops.to_numpy(out), refs[(model_name, batch)]
                             row.max_rel_err, row.top1_agreement = max_rel_error(ours, ref), top1_agreement(ours, ref)
                         runners.append((row, call))
                     except Exception as exc:  # one broken configuration must not stop the table
@@ -345,26 +388,33 @@ def _fmt(v, spec: str) -> str:
 
 
 def format_table(rows: list[BenchRow]) -> str:
+    """The results table, and under it its footnotes: why a configuration failed (its row has no
+    numbers, and ``failed [n]`` in the ``note`` column), and which rows were timed through
+    ``to_numpy`` because their backend's ``synchronize`` returned early."""
     head = ("backend", "model", "batch", "dtype", "median ms", "img/s", "SE ovh", "RSS MiB", "peak MiB", "fwd MiB",
-            "rel err", "top-1 agr")
-    lines = [head]
+            "rel err", "top-1 agr", "note")
+    lines, notes = [head], []
+
+    def footnote(text: str) -> str:
+        notes.append(text)
+        return f"[{len(notes)}]"
+
     for r in rows:
+        where = (r.backend, r.model, str(r.batch), r.dtype)
         if r.error:
-            lines.append((r.backend, r.model, str(r.batch), r.dtype, "error: " + r.error, *[""] * 7))
+            lines.append((*where, *["-"] * 8, "failed " + footnote(f"{' '.join(where)}: failed: {r.error}")))
             continue
-        lines.append((r.backend, r.model, str(r.batch), r.dtype, _fmt(r.median_ms, ".1f"), _fmt(r.images_per_s, ".1f"),
+        note = "timed via to_numpy " + footnote(f"{' '.join(where)}: {r.sync_note}") if r.sync_note else ""
+        lines.append((*where, _fmt(r.median_ms, ".1f"), _fmt(r.images_per_s, ".1f"),
                       _fmt(r.se_overhead, ".3f"), _fmt(r.rss_mb, ".0f"), _fmt(r.peak_rss_mb, ".0f"), _fmt(r.forward_mb, ".0f"),
-                      _fmt(r.max_rel_err, ".1e"), _fmt(r.top1_agreement, ".3f")))
-    widths = [max(len(line[i]) for line in lines if len(line) > i) for i in range(len(head))]
+                      _fmt(r.max_rel_err, ".1e"), _fmt(r.top1_agreement, ".3f"), note))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = []
     for i, line in enumerate(lines):
-        if line[4].startswith("error:"):
-            out.append("  ".join(c.ljust(w) for c, w in zip(line[:4], widths)) + "  " + line[4])
-        else:
-            out.append("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+        out.append("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    return "\n".join(out + [f"[{i}] {text}" for i, text in enumerate(notes, 1)])
 
 
 def memory_note(rows: list[BenchRow]) -> str:

@@ -119,10 +119,57 @@ def test_metrics_catch_disagreement():
 
 
 def test_bench_reports_a_broken_configuration_instead_of_crashing():
-    rows = bench.run_bench(["no_such_backend"], ["mobilenetv1_100"], input_size=(32, 32), budget_s=0,
-                           min_runs=1, reference=False)
+    rows = bench.run_bench(["no_such_backend", "numpy"], ["mobilenetv1_100"], input_size=(32, 32), budget_s=0,
+                           min_runs=1, reference=False, memory=False)
     assert rows[0].error and "no_such_backend" in rows[0].error
-    assert "error:" in bench.format_table(rows)
+    table = bench.format_table(rows).splitlines()
+    header = table[0].split()
+    failed = table[2].split()
+    # a row marked failed: no text in a number column, the reason in a footnote under the table
+    assert failed[:4] == ["no_such_backend", "mobilenetv1_100", "1", "float32"]
+    assert failed[4:12] == ["-"] * 8 and failed[12:] == ["failed", "[1]"] and header[-1] == "note"
+    assert table[-1].startswith("[1] no_such_backend mobilenetv1_100 1 float32: failed: ValueError: unknown backend")
+    assert table[3].split()[4] not in ("-", "failed")  # the numpy row has its numbers
+
+
+@pytest.fixture
+def async_backends():
+    sys.path.insert(0, str(ROOT))
+    try:
+        yield "tests.async_backend:AsyncNumpy", "tests.async_backend:SyncedAsyncNumpy"
+    finally:
+        sys.path.remove(str(ROOT))
+
+
+def test_bench_is_not_fooled_by_an_asynchronous_backend(async_backends):
+    """A backend whose calls return before the result exists and whose synchronize is the base
+    class's no-op: bench finds it out, times it through to_numpy, and says so under the table."""
+    from tests.async_backend import WORK_S
+
+    lazy, synced = async_backends
+    rows = bench.run_bench([lazy, synced, "numpy"], ["mobilenetv3_small_100"], input_size=(32, 32), budget_s=0,
+                           min_runs=3, memory=False)
+    by = {r.backend: r for r in rows}
+    assert not any(r.error for r in rows), [r.error for r in rows]
+    assert by[lazy].timed_through == "to_numpy" and "AsyncNumpy.synchronize returned before" in by[lazy].sync_note
+    assert by[lazy].median_ms >= 1e3 * WORK_S  # the work was timed, not the dispatch (~0.1 ms)
+    assert by[lazy].max_rel_err < 1e-5  # compared on the computed values
+    for honest in (synced, "numpy"):
+        assert by[honest].timed_through == "synchronize" and by[honest].sync_note is None
+    assert by[synced].median_ms >= 1e3 * WORK_S
+    table = bench.format_table(rows)
+    assert "timed via to_numpy [1]" in table
+    assert table.splitlines()[-1].startswith(f"[1] {lazy} mobilenetv3_small_100 1 float32: AsyncNumpy.synchronize")
+
+
+def test_synchronize_probe_on_its_own(async_backends):
+    from tests.async_backend import AsyncNumpy, SyncedAsyncNumpy
+    from se_multi.models import create_model
+
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    for cls, early in ((AsyncNumpy, True), (SyncedAsyncNumpy, False)):
+        model = create_model("mobilenetv3_small_100", backend=cls("float32"))
+        assert (bench.synchronize_returns_early(model.ops, lambda: model(x)) is not None) is early, cls
 
 
 @pytest.mark.parametrize("method", ["auto", "sampled"])
