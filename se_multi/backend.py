@@ -66,24 +66,112 @@ class BackendUnavailable(RuntimeError):
 
 
 class Backend(abc.ABC):
-    """An op-by-op backend. Subclass it, set the class attributes, implement the primitives."""
+    """The backend contract: one subclass runs every se_multi model on one array library.
+
+    Write one, register it, and prove it with ``se-multi validate --backend NAME --dtype D``
+    for each dtype in :attr:`dtypes` (every op, block and whole model against the NumPy float64
+    reference: max error, bias, and that it computes in the dtype it claims). A complete
+    example, on JAX, is ``examples/se_multi_jax`` in se_multi's repository (its page:
+    ``docs/writing-a-backend.md``).
+
+    **Implement** (abstract: the class cannot be instantiated without them). Feature maps are
+    *your* arrays, NCHW as seen from outside (see :meth:`input`); conv weights arrive OIHW,
+    linear weights ``(out, in)``, both as :meth:`param` made them; every result is in the
+    compute dtype ``self.dtype``:
+
+    - arrays: :meth:`asarray` (NumPy or any backend's array -> yours, in the compute dtype, on
+      the device) and :meth:`to_numpy` (a ``staticmethod``: yours -> NumPy, same values;
+      bfloat16 may stay bfloat16, an ``ml_dtypes`` array, or become float32);
+    - :meth:`conv2d` (PyTorch semantics: cross-correlation, ``groups`` from 1 to depthwise,
+      ``dilation``, padding ``(top, bottom, left, right)``, stride ``(h, w)``), :meth:`linear`,
+      :meth:`batch_norm`;
+    - activations :meth:`relu`, :meth:`relu6`, :meth:`sigmoid`, :meth:`hard_sigmoid`,
+      :meth:`hard_swish`;
+    - pools :meth:`max_pool2d`, :meth:`avg_pool2d` (PyTorch's ``ceil_mode`` and
+      ``count_include_pad`` rules: take output sizes from :func:`se_multi.shapes.pool2d`),
+      :meth:`global_avg_pool` (-> ``(N, C)``);
+    - elementwise :meth:`add`, :meth:`maximum`, :meth:`mul_channel` (``x * s[:, :, None, None]``),
+      :meth:`mul_pixel` (``x * q`` with a one-channel ``q``), :meth:`upsample_nearest2x`,
+      :meth:`concat_channels`.
+
+    **Class attributes** (set them on your subclass):
+
+    - ``name`` (default ``""``): the label validate, bench and ``repr`` show. Users *select* a
+      backend by its entry-point name or ``"package.module:Class"``, not by ``name``.
+    - ``package`` (default ``None``): the import name of your framework. When
+      ``importlib.util.find_spec(package)`` finds nothing, the backend is "unavailable" (exit 4)
+      with :attr:`install` as the hint; nothing is imported to decide it.
+    - ``install`` (default ``None``): the command that installs what is missing, shown to users
+      (default: ``pip install <the distribution that ships your class>``).
+    - ``dtypes`` (default ``("float32",)``): the compute dtypes you support, from
+      ``"float32"``, ``"float64"``, ``"float16"``, ``"bfloat16"``; the first is the default.
+      ``__init__`` refuses any other (``ValueError``), so this decides what ``create_model``,
+      ``validate`` and ``bench`` accept. Claim a dtype only if you *compute* in it: validate fails
+      a backend whose errors are those of a finer dtype ("does not compute in bfloat16").
+    - ``array_module`` (default ``None``, meaning ``package``): the top-level module, or a tuple
+      of them, in which your array type or a class it derives from is defined; :meth:`owns` uses
+      it so that :func:`se_multi.to_numpy` and the input checks find you for an array of yours.
+      ``"jax"`` covers JAX's ``jaxlib`` arrays (they derive from ``jax.Array``).
+    - ``extra`` (default ``None``): se_multi's own pip extra for a built-in backend; leave it.
+    - ``traces_modules`` (default ``False``): only for shape tracers (se_multi's own), which get
+      :meth:`scope` entered around every module.
+
+    **Optional methods**, with their defaults and when to override them:
+
+    - :meth:`run_model` (default: ``self.output(module(self, self.input(x)))``, op by op):
+      every model call goes through it. Override it to run a whole forward at once (trace,
+      jit, compile, an inference session or an inference guard); keep what you compile in
+      ``module.graphs(n).get_or_create(key, create)`` (see :meth:`run_model`).
+    - :meth:`synchronize` (default: returns ``x`` at once): wait until ``x`` is computed.
+      **Override it if your framework returns before the work is done** (JAX, CUDA, MLX's lazy
+      graphs): bench times ``synchronize(model(x))``. Bench also times calls through
+      :meth:`to_numpy` once per configuration, and flags a row whose ``synchronize`` returns early.
+    - :meth:`input` / :meth:`output` (default: :meth:`asarray` / as is): the layout conversion
+      at the model boundary, for an NHWC backend (then also :meth:`param` and :meth:`shape`).
+    - :meth:`param` (default: :meth:`asarray`): a weight at load, PyTorch layout; transpose
+      it here for another layout, never per op.
+    - :meth:`shape` (default: ``x.shape``): the NCHW shape of a feature map of yours.
+    - :meth:`max_abs` (default: through :meth:`to_numpy`): override to reduce on the device.
+    - :meth:`owns` (default: the :attr:`array_module` rule): override only if that does not fit.
+    - :meth:`availability` (default: :attr:`package` installed): add a device probe
+      (returns ``(False, "installed, no CUDA device")``).
+    - :meth:`native_dtypes` (default: float32 and float64): the dtypes that run at full speed
+      here (``se-multi backends``); :meth:`framework` (default: the distribution and version of
+      :attr:`package`, from metadata).
+    - :meth:`fold_batch_norm` (default: :func:`se_multi.reference.fold_batch_norm`, float64).
+    - fused ops (:attr:`FUSED_OPS`: :meth:`conv2d_act`, :meth:`squeeze`, :meth:`excite`,
+      :meth:`scale`, :meth:`scale_add_relu`, :meth:`add_relu`, :meth:`spatial_gate`,
+      :meth:`scse`): defaults composed from the primitives; override one only for speed,
+      validate checks it like a primitive.
+
+    **Instance attributes**: ``dtype`` (the compute dtype's name) and ``device`` (your
+    device name, or ``None``), set by ``Backend.__init__(dtype, device)``, which your
+    ``__init__`` calls first; import your framework in ``__init__``, never at module level.
+
+    **Register** it in your package's ``pyproject.toml``; users then select it by that name::
+
+        [project.entry-points."se_multi.backends"]
+        mybackend = "mypkg.mod:MyBackend"
+    """
 
     #: the label reports and ``repr`` show (validate, bench). Users *select* a backend by
     #: its registry name: a built-in name, the name of its ``se_multi.backends`` entry point,
     #: or ``"package.module:Class"``; ``name`` need not equal any of them.
     name: ClassVar[str] = ""
-    #: the import name whose absence makes the backend unavailable
+    #: the import name whose absence makes the backend unavailable (found without importing it)
     package: ClassVar[str | None] = None
-    #: the module whose types are this backend's arrays (default: ``package``), for :meth:`owns`
-    array_module: ClassVar[str | None] = None
-    #: the pip extra of se-multi that installs a built-in backend's package
+    #: the top-level module(s) in which the type of this backend's arrays, or a class it derives
+    #: from, is defined (default: ``package``): :meth:`owns`
+    array_module: ClassVar[str | tuple[str, ...] | None] = None
+    #: the pip extra of se-multi that installs a built-in backend's package (se_multi's own)
     extra: ClassVar[str | None] = None
     #: what installs a missing ``package`` (default: the se-multi extra for a built-in
     #: backend, else the distribution that ships the backend class)
     install: ClassVar[str | None] = None
-    #: compute dtypes this backend supports, the first is the default
+    #: compute dtypes this backend computes in, the first is the default; ``__init__`` refuses
+    #: others, so this is what create_model, validate and bench accept
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
-    #: whether :class:`se_multi.nn.Module` calls :meth:`scope` around each module (shape tracers)
+    #: whether :class:`se_multi.nn.Module` calls :meth:`scope` around each module (shape tracers only)
     traces_modules: ClassVar[bool] = False
 
     def __init__(self, dtype: str = "float32", device: str | None = None):
@@ -149,7 +237,11 @@ class Backend(abc.ABC):
     # ------------------------------------------------------------------ arrays
     @abc.abstractmethod
     def asarray(self, x: Any) -> Array:
-        """NumPy or native array -> native array in the compute dtype, on the device."""
+        """NumPy, native or another backend's array -> native array in the compute dtype, on the
+        device. A NumPy array may be of any float type, bfloat16 (``ml_dtypes``, NumPy kind
+        ``"V"``) included: :func:`se_multi.dtypes.numpy_float` makes it float32, exactly, for a
+        library that takes only NumPy's own types; :func:`se_multi.to_numpy` converts another
+        backend's array."""
 
     @staticmethod
     @abc.abstractmethod
@@ -167,10 +259,21 @@ class Backend(abc.ABC):
 
     @classmethod
     def owns(cls, x: Any) -> bool:
-        """Whether ``x`` is an array of this backend's library (without importing it: an
-        array of a library that was never imported cannot exist)."""
-        module = cls.array_module or cls.package
-        return bool(module) and module in sys.modules and type(x).__module__.partition(".")[0] == module
+        """Whether ``x`` is an array of this backend's library: whether its type, or a class it
+        derives from, is defined in a module whose top-level package is :attr:`array_module` (one
+        name or a tuple of them; default :attr:`package`). The classes a type derives from count
+        because a framework's array type may live in another package than its name: a JAX array
+        is a ``jaxlib._jax.ArrayImpl`` deriving from ``jax.Array``, so ``array_module = "jax"``
+        owns it. Nothing is imported: an array of a library that was never imported cannot exist.
+        Override only if neither rule fits your arrays."""
+        names = cls.array_module or cls.package
+        if not names:
+            return False
+        tops = {n.partition(".")[0] for n in ((names,) if isinstance(names, str) else names)}
+        tops = {t for t in tops if t in sys.modules}
+        if not tops:
+            return False
+        return any(getattr(k, "__module__", "").partition(".")[0] in tops for k in type(x).__mro__ if k is not object)
 
     def input(self, x: Any) -> Array:
         """Public NCHW array -> internal feature map (layout conversion happens here, once)."""
@@ -199,23 +302,47 @@ class Backend(abc.ABC):
         return tuple(int(d) for d in x.shape)
 
     def synchronize(self, x: Array) -> Array:
-        """Materialise lazy work / wait for the device (for timing). Returns ``x``."""
+        """Wait until ``x`` (a result of this backend) is computed, and return it.
+
+        Default: returns ``x`` at once, which is right only for a framework whose calls return
+        finished results (NumPy, PyTorch on a CPU, ONNX Runtime, OpenVINO). A framework that
+        dispatches asynchronously (JAX, CUDA streams) or builds lazy graphs (MLX) must override it
+        (``jax.block_until_ready(x)``, ``torch.cuda.synchronize()``, ``mx.eval(x)``): bench times
+        ``synchronize(model(x))``, and without it would time the dispatch alone. Bench checks
+        this once per configuration against calls followed by :meth:`to_numpy` (which must wait)
+        and flags, and then times through :meth:`to_numpy`, a backend whose ``synchronize``
+        returns early."""
         return x
 
     def run_model(self, module: Any, x: Any) -> Array:
         """Run a bound module on a public NCHW input and return the public output.
 
         This is how :class:`se_multi.Model` calls every backend, after checking the input
-        (rank, channels, dtype, and that its size fits the model's graph). The default runs
-        the module op by op between :meth:`input` and :meth:`output`; a backend that takes a
-        whole forward at once (a traced/compiled graph, an inference session) overrides
-        this one method, keeps what it compiles in ``module.graphs(n)``, and nothing in the
-        models changes.
+        (an array of a floating type: NumPy's, bfloat16 from ``ml_dtypes``, or any backend's;
+        rank, channels, finite values in the dtype's range, and that its size fits the model's
+        graph). ``module`` is the model bound on this backend (:meth:`se_multi.nn.Module.bind`):
+        calling it, ``module(self, feature_map)``, runs its ``forward`` op by op on this backend.
+
+        The default is ``self.output(module(self, self.input(x)))``. Override it to run a whole
+        forward at once (``jax.jit``, ``torch.compile``, ``mx.compile``, an inference session, one
+        inference guard around the whole call); nothing in the models changes. Keep what you
+        compile in the bound module's own cache, never in ``self`` (a backend object is shared by
+        models, and dropping a model must free what was compiled for it)::
+
+            graph = module.graphs(4).get_or_create(key, lambda: compile(module, x.shape))
+
+        ``module.graphs(n)`` is a thread-safe least-recently-used cache of at most ``n`` entries,
+        made on first use and freed with the model; ``get_or_create(key, create)`` returns the
+        entry for ``key`` (any hashable: an input shape, or one constant for a graph that serves
+        every shape), calling ``create()`` once when it is missing, also when several threads ask
+        at once. It also has ``keys()``, ``clear()`` and ``len()``. A model may be called from
+        several threads at once: a framework that is not thread-safe serialises here.
+        ``se-multi validate`` runs every whole-model check through this method.
         """
         return self.output(module(self, self.input(x)))
 
     def scope(self, module: Any):
-        """Entered around each module's forward when :attr:`traces_modules` is set."""
+        """Entered around each module's forward when :attr:`traces_modules` is set (shape tracers)."""
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ primitives
@@ -234,13 +361,16 @@ class Backend(abc.ABC):
         """Inference batch norm over channels (running statistics)."""
 
     @abc.abstractmethod
-    def relu(self, x: Array) -> Array: ...
+    def relu(self, x: Array) -> Array:
+        """``max(x, 0)``, elementwise."""
 
     @abc.abstractmethod
-    def relu6(self, x: Array) -> Array: ...
+    def relu6(self, x: Array) -> Array:
+        """``min(max(x, 0), 6)``, elementwise."""
 
     @abc.abstractmethod
-    def sigmoid(self, x: Array) -> Array: ...
+    def sigmoid(self, x: Array) -> Array:
+        """``1 / (1 + exp(-x))``, elementwise (the SE gate)."""
 
     @abc.abstractmethod
     def hard_sigmoid(self, x: Array) -> Array:
@@ -264,10 +394,12 @@ class Backend(abc.ABC):
         """Mean over H and W: feature map -> (N, C)."""
 
     @abc.abstractmethod
-    def add(self, a: Array, b: Array) -> Array: ...
+    def add(self, a: Array, b: Array) -> Array:
+        """``a + b``: two feature maps of one shape."""
 
     @abc.abstractmethod
-    def maximum(self, a: Array, b: Array) -> Array: ...
+    def maximum(self, a: Array, b: Array) -> Array:
+        """Elementwise ``max(a, b)``: two feature maps of one shape."""
 
     @abc.abstractmethod
     def mul_channel(self, x: Array, s: Array) -> Array:
@@ -278,10 +410,12 @@ class Backend(abc.ABC):
         """``x[n, c, h, w] * q[n, 0, h, w]`` (pixel-wise broadcast)."""
 
     @abc.abstractmethod
-    def upsample_nearest2x(self, x: Array) -> Array: ...
+    def upsample_nearest2x(self, x: Array) -> Array:
+        """Nearest-neighbour upsampling by 2: every pixel repeated 2x2, (H, W) -> (2H, 2W)."""
 
     @abc.abstractmethod
-    def concat_channels(self, xs: Sequence[Array]) -> Array: ...
+    def concat_channels(self, xs: Sequence[Array]) -> Array:
+        """Feature maps of one N, H, W concatenated along channels, in order."""
 
     # ------------------------------------------------------------------ dispatch helpers
     def act(self, name: str | None, x: Array) -> Array:

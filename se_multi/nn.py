@@ -6,7 +6,10 @@ A :class:`Module` declares its parameters by checkpoint name, shape and kind
 does at construction: no arrays exist until :meth:`Module.bind` receives a
 NumPy state dict, folds BatchNorm into the preceding conv once (float64), and
 hands each folded tensor to the backend's :meth:`~se_multi.backend.Backend.param`.
-``forward(ops, x)`` then calls ops only.
+A bound module is then *called*, ``module(ops, x)``, as
+:meth:`~se_multi.backend.Backend.run_model` does by default: the call runs the module's
+``forward(ops, x)``, which calls ops only (call the module, not ``forward``: the call is where
+a shape tracer names the layer an error happens in).
 
 A declaration is data: :meth:`Module.bind` never modifies it, it returns a *bound
 copy* holding the backend's arrays (and, once the backend compiles it, that model's
@@ -155,6 +158,7 @@ class Module:
         raise NotImplementedError
 
     def __call__(self, ops, *args, **kwargs):
+        """``module(ops, x)``: run this bound module's ``forward(ops, x)`` on backend ``ops``."""
         if ops.traces_modules:  # a shape tracer names the layer an error happens in
             with ops.scope(self):
                 return self.forward(ops, *args, **kwargs)

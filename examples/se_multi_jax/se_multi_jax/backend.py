@@ -1,0 +1,159 @@
+"""A se_multi backend on JAX: every primitive on ``jax.numpy`` / ``jax.lax``, whole models jitted.
+
+Written from ``help(se_multi.Backend)`` alone, as a third party would write one; se_multi's CI
+installs this package (``pip install examples/se_multi_jax``) and runs ``se-multi validate
+--backend jax`` at every dtype it offers.
+
+Layout: NCHW throughout (XLA picks its own layouts inside a jitted graph), so ``input``,
+``output`` and ``param`` keep their defaults. Reduced precision (float16, bfloat16) stores every
+array in that dtype and accumulates convolutions, matrix products and pools in float32, as the
+hardware that has these types does; validate checks both (its precision check fails a
+"bfloat16" backend whose errors are float32-sized).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from se_multi import Backend, shapes
+
+
+class JaxBackend(Backend):
+    name = "jax"
+    package = "jax"  # not installed -> the backend is "unavailable", with `install` as the hint
+    install = "pip install se-multi-jax"
+    # JAX arrays are jaxlib types whose base class, jax.Array, is in "jax": owns() looks at every
+    # class an array's type derives from, so the natural name is enough
+    array_module = "jax"
+    dtypes = ("float32", "float64", "float16", "bfloat16")
+
+    def __init__(self, dtype: str = "float32", device: str | None = None):
+        if device not in (None, "cpu"):
+            raise ValueError(f"jax example backend runs on device 'cpu' only; got device={device!r}")
+        super().__init__(dtype, None)  # checks dtype against `dtypes`
+        import jax  # the framework is imported here, never at module level
+
+        if self.dtype == "float64":
+            # JAX computes in float32 unless 64-bit mode is on (a process-wide setting)
+            jax.config.update("jax_enable_x64", True)
+        self._jax, self.jnp, self.lax = jax, jax.numpy, jax.lax
+        self._dt = self.jnp.dtype(self.dtype)
+        # what reductions and products accumulate in: float32 for the 16-bit types
+        self._acc = self.jnp.float32 if self.dtype in ("float16", "bfloat16") else self._dt
+
+    # ------------------------------------------------------------------ arrays
+    def asarray(self, x):
+        if isinstance(x, self._jax.Array):  # also a tracer inside jit
+            return x if x.dtype == self._dt else x.astype(self._dt)
+        from se_multi import to_numpy  # a torch/mlx/cupy array -> NumPy first
+
+        return self.jnp.asarray(np.asarray(to_numpy(x)), dtype=self._dt)
+
+    @staticmethod
+    def to_numpy(x):
+        return np.asarray(x)  # waits for the result; bfloat16 stays bfloat16 (an ml_dtypes array)
+
+    @staticmethod
+    def max_abs(x) -> float:
+        jnp = sys.modules["jax.numpy"]  # a JAX array exists, so JAX is imported
+        return float(jnp.max(jnp.abs(x))) if x.size else 0.0  # reduced by XLA; max propagates NaN
+
+    def synchronize(self, x):
+        # JAX dispatches asynchronously: a call returns before its result is computed
+        return self._jax.block_until_ready(x)
+
+    def run_model(self, module, x):
+        # One jitted forward per bound model, kept in the model's own cache (freed with it);
+        # jax.jit compiles it once per input shape.
+        forward = module.graphs(1).get_or_create(
+            "forward", lambda: self._jax.jit(lambda v: self.output(module(self, self.input(v)))))
+        return forward(self.asarray(x))
+
+    # ------------------------------------------------------------------ primitives
+    def conv2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
+        shapes.conv2d(x.shape, w.shape, stride, padding, dilation, groups)  # se_multi's one error
+        top, bottom, left, right = padding
+        y = self.lax.conv_general_dilated(
+            x, w, window_strides=tuple(stride), padding=((top, bottom), (left, right)),
+            rhs_dilation=tuple(dilation), dimension_numbers=("NCHW", "OIHW", "NCHW"),
+            feature_group_count=groups, precision=self.lax.Precision.HIGHEST,
+            preferred_element_type=self._acc)
+        if b is not None:
+            y = y + b.astype(self._acc).reshape(1, -1, 1, 1)
+        return y.astype(self._dt)
+
+    def linear(self, x, w, b=None):
+        y = self.jnp.matmul(x, w.T, precision=self.lax.Precision.HIGHEST, preferred_element_type=self._acc)
+        return (y if b is None else y + b.astype(self._acc)).astype(self._dt)
+
+    def batch_norm(self, x, mean, var, weight, bias, eps):
+        inv = weight / self.jnp.sqrt(var + eps)
+        c = (1, -1, 1, 1)
+        return (x - mean.reshape(c)) * inv.reshape(c) + bias.reshape(c)
+
+    def relu(self, x):
+        return self.jnp.maximum(x, 0)
+
+    def relu6(self, x):
+        return self.jnp.clip(x, 0, 6)
+
+    def sigmoid(self, x):
+        return self._jax.nn.sigmoid(x)
+
+    def hard_sigmoid(self, x):
+        return self.jnp.clip(x + 3, 0, 6) / 6
+
+    def hard_swish(self, x):
+        return x * (self.jnp.clip(x + 3, 0, 6) / 6)
+
+    def _windows(self, x, kernel, stride, padding, ceil_mode, op):
+        """reduce_window arguments for a PyTorch pool: the output size from se_multi.shapes (its
+        ceil_mode rule), the padding extended on the bottom/right so every last window is whole."""
+        _, _, ho, wo = shapes.pool2d(x.shape, kernel, stride, padding, ceil_mode, op)
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        eh = max(0, (ho - 1) * sh + kh - (x.shape[2] + 2 * ph))
+        ew = max(0, (wo - 1) * sw + kw - (x.shape[3] + 2 * pw))
+        return (1, 1, kh, kw), (1, 1, sh, sw), ((0, 0), (0, 0), (ph, ph + eh), (pw, pw + ew)), (eh, ew)
+
+    def max_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False):
+        window, strides, pads, _ = self._windows(x, kernel, stride, padding, ceil_mode, "max_pool2d")
+        return self.lax.reduce_window(x, self.jnp.array(-self.jnp.inf, x.dtype), self.lax.max, window, strides, pads)
+
+    def avg_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
+        window, strides, pads, (eh, ew) = self._windows(x, kernel, stride, padding, ceil_mode, "avg_pool2d")
+        zero = self.jnp.array(0, self._acc)
+        total = self.lax.reduce_window(x.astype(self._acc), zero, self.lax.add, window, strides, pads)
+        # PyTorch's divisor: the window's elements inside the input and its padding
+        # (count_include_pad) or inside the input alone; a ceil-mode overhang never counts
+        (ph, pw), (h, w) = padding, x.shape[2:]
+        if count_include_pad:
+            ones = self.jnp.ones((1, 1, h + 2 * ph, w + 2 * pw), self._acc)
+            count_pads = ((0, 0), (0, 0), (0, eh), (0, ew))
+        else:
+            ones = self.jnp.ones((1, 1, h, w), self._acc)
+            count_pads = pads
+        count = self.lax.reduce_window(ones, zero, self.lax.add, window, strides, count_pads)
+        return (total / count).astype(self._dt)
+
+    def global_avg_pool(self, x):
+        return self.jnp.mean(x, axis=(2, 3), dtype=self._acc).astype(self._dt)
+
+    def add(self, a, b):
+        return a + b
+
+    def maximum(self, a, b):
+        return self.jnp.maximum(a, b)
+
+    def mul_channel(self, x, s):
+        return x * s[:, :, None, None]
+
+    def mul_pixel(self, x, q):
+        return x * q
+
+    def upsample_nearest2x(self, x):
+        return self.jnp.repeat(self.jnp.repeat(x, 2, axis=2), 2, axis=3)
+
+    def concat_channels(self, xs):
+        return self.jnp.concatenate(list(xs), axis=1)

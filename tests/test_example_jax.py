@@ -1,0 +1,95 @@
+"""The "Writing a backend" example (``examples/se_multi_jax``), installed as a third party installs
+it (its own package, its ``se_multi.backends`` entry point), passes ``se-multi validate`` at every
+dtype it offers; its arrays, bfloat16 included, go through ``model(x)``, ``to_numpy`` and bench.
+CI installs it (``.ci/run``: ``pip install jax ./examples/se_multi_jax``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from se_multi import dispatch
+from se_multi.dtypes import COMPUTE_DTYPES
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "se_multi_jax"
+
+
+def _example_class():
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed (pip install jax; CI installs it)")
+    if "jax" not in dispatch.known_backends():
+        pytest.skip("the example backend is not installed (pip install ./examples/se_multi_jax; CI installs it)")
+    return dispatch.backend_class("jax")
+
+
+def test_the_entry_point_names_the_example_class():
+    cls = _example_class()
+    assert dispatch.known_backends()["jax"] == "se_multi_jax.backend:JaxBackend"
+    assert cls.__module__ == "se_multi_jax.backend" and cls.array_module == "jax"
+    assert set(cls.dtypes) == set(COMPUTE_DTYPES)  # so the validate runs below cover every dtype it offers
+
+
+@pytest.mark.parametrize("dtype", COMPUTE_DTYPES)
+def test_example_passes_validate(dtype):
+    """The command a third party runs, in a fresh interpreter."""
+    _example_class()
+    proc = subprocess.run([sys.executable, "-m", "se_multi", "validate", "--backend", "jax", "--dtype", dtype],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("OK: all") and f"backend 'jax', {dtype}" in last, last
+    if dtype != "float64":
+        assert f"computes in {dtype}" in last
+
+
+def test_jax_arrays_bfloat16_included_are_arrays():
+    cls = _example_class()
+    import jax.numpy as jnp
+
+    import se_multi
+
+    x = np.random.default_rng(0).normal(size=(1, 3, 32, 32))
+    xb = jnp.asarray(x, jnp.bfloat16)
+    assert dispatch.owner(xb) is cls  # array_module = "jax" owns a jaxlib array
+    back = se_multi.to_numpy(xb)
+    assert back.dtype.name == "bfloat16" and np.array_equal(back.astype(np.float64), np.asarray(xb, np.float64))
+    for backend in ("numpy", "jax"):  # a JAX bfloat16 array into any backend's model
+        model = se_multi.create_model("mobilenetv3_small_100", backend=backend)
+        want = se_multi.to_numpy(model(np.asarray(xb, np.float32)))
+        got = se_multi.to_numpy(model(xb))
+        assert np.array_equal(np.asarray(got, np.float64), np.asarray(want, np.float64)), backend
+
+
+def test_bench_flags_the_example_without_its_synchronize():
+    """JAX dispatches asynchronously: the example overrides synchronize; without it, bench's probe
+    sees the forward still running when the call returns."""
+    cls = _example_class()
+    from se_multi import bench
+    from se_multi.backend import Backend
+    from se_multi.models import create_model
+
+    class NoSync(cls):
+        synchronize = Backend.synchronize
+
+    x = np.zeros((1, 3, 96, 96), np.float32)
+    for ops, early in ((cls("float32"), False), (NoSync("float32"), True)):
+        model = create_model("seresnet50", backend=ops)
+        xb = ops.asarray(x)
+        ops.to_numpy(model(xb))  # compile first
+        note = bench.synchronize_returns_early(ops, lambda: model(xb))
+        assert (note is not None) is early, note
+
+
+def test_the_page_shows_the_example_as_it_is():
+    """docs/writing-a-backend.md embeds the example's files; they must not drift apart."""
+    page = (ROOT / "docs" / "writing-a-backend.md").read_text()
+    blocks = re.findall(r"```(?:python|toml)\n(.*?)```", page, re.S)
+    for path in ("se_multi_jax/backend.py", "pyproject.toml"):
+        assert (EXAMPLE / path).read_text() in blocks, f"{path} differs from its copy in docs/writing-a-backend.md"
