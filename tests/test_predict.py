@@ -232,7 +232,7 @@ BAD_IMAGE = [
     ("wrong-channels", lambda t, im: [_npy(t, "c4.npy", _x((1, 4, 32, 32)))], "expected NCHW with 3 channels"),
     ("wrong-rank", lambda t, im: [_npy(t, "r3.npy", _x((3, 32, 32)))], "expected a 4-D NCHW array"),
     ("integer-dtype", lambda t, im: [_npy(t, "u8.npy", _x(dtype=np.float32).astype(np.uint8))],
-     "expected a floating-point array; got dtype uint8"),
+     r"expected a floating-point array \(bfloat16, float16, float32 or float64\); got dtype uint8"),
     ("nhwc", lambda t, im: [_npy(t, "nhwc.npy", _x((1, 32, 32, 3)))], "looks NHWC"),
     ("nan", lambda t, im: [_npy(t, "nan.npy", _with(np.nan))], "NaN or Inf"),
     ("inf", lambda t, im: [_npy(t, "inf.npy", _with(np.inf))], "NaN or Inf"),
@@ -285,7 +285,7 @@ def test_bad_input_is_one_line_cli_error(capsys, tmp_path, images, make_args, me
 @pytest.mark.parametrize("x, exc, message", [
     (_x((1, 4, 32, 32)), ValueError, "expected NCHW with 3 channels"),
     (_x((3, 32, 32)), ValueError, "expected a 4-D NCHW array"),
-    (_x().astype(np.int64), TypeError, "expected a floating-point array; got dtype int64"),
+    (_x().astype(np.int64), TypeError, r"expected a floating-point array \(bfloat16, float16, float32 or float64\); got dtype int64"),
     (_x((1, 32, 32, 3)), ValueError, "looks NHWC"),
     (_with(np.nan), ValueError, "NaN or Inf"),
     (_with(-np.inf), ValueError, "NaN or Inf"),
