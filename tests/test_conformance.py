@@ -15,15 +15,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import require_backend
+from conftest import require_backend, require_native_cpu_dtype
 from se_multi import cli, conformance, dispatch
 from se_multi.backend import Backend
 from se_multi.backends.numpy_backend import NumpyBackend
 
 REPO = Path(__file__).resolve().parents[1]
 #: dtypes each backend is validated in: float32 everywhere, float64 where the reference's
-#: own precision can be matched
-EXTRA_DTYPES = {"numpy": ("float64",), "torch": ("float64",)}
+#: own precision can be matched, and the reduced precisions (whose bias and precision checks
+#: must pass honest backends); MLX's float16 is left to its own run (3 min on 2 cores)
+EXTRA_DTYPES = {"numpy": ("float64",), "torch": ("float64", "float16", "bfloat16"), "onnxruntime": ("float16",),
+                "openvino": ("bfloat16",), "mlx": ("bfloat16",)}
+#: backend dtypes that run only where the CPU has the hardware (OpenVINO refuses bf16 elsewhere)
+NEEDS_CPU_DTYPE = {("openvino", "bfloat16")}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +76,8 @@ def test_policy_bounds_follow_the_unit_roundoff():
         row = conformance.POLICY[dtype]
         assert row.u == 2.0 ** -bits, dtype
         assert row.model_bias == conformance.MODEL_BIAS_U * 2.0 ** -bits
-        assert row.elementwise_bias(400) == conformance.ELEMENTWISE_BIAS_Z * 2.0 ** -bits / 20
+        assert row.elementwise_bias(400) == (None if dtype in ("float32", "float64")
+                                             else conformance.ELEMENTWISE_BIAS_Z * 2.0 ** -bits / 20)
         assert row.precision_floor == (None if dtype == "float64" else conformance.PRECISION_FLOOR_U * 2.0 ** -bits)
     # a x1.01 output at bfloat16, and a float32 computation claimed as bfloat16, are outside the bounds
     assert conformance.POLICY["bfloat16"].model_bias < 0.01 / 2
@@ -113,10 +118,14 @@ _BACKEND_DTYPES = [(name, dtype) for name in dispatch.known_backends()
 
 @pytest.mark.parametrize("name,dtype", _BACKEND_DTYPES, ids=[f"{n}-{d}" for n, d in _BACKEND_DTYPES])
 def test_backend_conforms(name, dtype):
-    require_backend(name)
+    require_backend(name, dtype)
+    if (name, dtype) in NEEDS_CPU_DTYPE:
+        require_native_cpu_dtype(dtype)
     result = conformance.run_suite(name, dtype=dtype)
     assert result.passed, f"{name} {dtype} failed: {result.failed_ops}\n{_failures(result)}"
-    assert len(result.checks) == len(conformance.build_checks())
+    assert len([c for c in result.checks if c.level != "suite"]) == len(conformance.build_checks())
+    assert [c.op for c in result.checks if c.level == "suite"] == (
+        ["whole-model bias"] + ([] if dtype == "float64" else ["precision"]))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
