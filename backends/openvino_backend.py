@@ -89,11 +89,15 @@ class OpenVinoBackend(OnnxFedBackend):
         #: graph forms that OpenVINO computes right where it gets the plain ONNX form wrong
         #: (:data:`se_multi.onnx_export.WORKAROUNDS`): it divides a ceil-mode average pool's
         #: overhanging window by the whole kernel; its AMX bfloat16 convolution fails on one-column
-        #: outputs of strided 3x3 convolutions; it refuses a pool window larger than its
-        #: padded input, which PyTorch (and so se_multi's shapes) allows with ceil_mode; it keeps a
-        #: ceil-mode window that starts in the right padding, which PyTorch drops
-        self.workarounds = frozenset({"ceil_avg_pool_pads", "max_pool_kernel_pad", "ceil_pool_slice",
-                                      *(("strided_conv_pad",) if self.dtype == "bfloat16" else ())})
+        #: outputs of strided 3x3 convolutions; it refuses a pool window (max or average) larger
+        #: than its padded input, which PyTorch (and so se_multi's shapes) allows with ceil_mode,
+        #: so every ceil-mode pool is written as a floor-mode one with longer end pads, in static
+        #: and dynamic graphs (``smallest_input_size()`` runs on both); it keeps a ceil-mode window
+        #: that starts in the right padding, which PyTorch drops. The strided-convolution form only
+        #: where the buggy kernel can run (AMX, ``brgconv_avx512_amx_bf16``): elsewhere the plain
+        #: convolution is right, and the padded one is not at one-column inputs (segfault, garbage)
+        self.workarounds = frozenset({"ceil_avg_pool_pads", "ceil_pool_end_pads", "ceil_pool_slice",
+                                      *(("strided_conv_pad",) if self.dtype == "bfloat16" and _amx() else ())})
 
     def __repr__(self) -> str:
         threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}" if self.threads else "default threads"
@@ -181,6 +185,13 @@ class OpenVinoBackend(OnnxFedBackend):
 
     def engine(self, proto, threads: int | None = None, dtype: np.dtype | None = None) -> "_InferPool":
         return _InferPool(self.compile_proto(proto, threads), dtype or self._np_dtype)
+
+
+def _amx() -> bool:
+    """Whether this CPU has AMX bfloat16 tiles, where OpenVINO's AMX convolution bug can strike."""
+    from se_multi.cpu import cpu_info
+
+    return "amx_bf16" in cpu_info().flags
 
 
 def _gist(exc: BaseException) -> str:

@@ -45,20 +45,35 @@ SPATIAL_DIMS = ("height", "width")
 #: asks for them by name (the exported files never use them):
 #:
 #: - ``ceil_avg_pool_pads``: a ceil-mode average pool that counts padding, as Pad -> AveragePool
-#:   (:meth:`OnnxRecorder._avg_pool_explicit_pads`).
+#:   (:meth:`OnnxRecorder._pool`): PyTorch divides a window that overhangs the padded input by its
+#:   part inside the *padded* input; ONNX leaves that divisor to the runtime, and OpenVINO 2026.4
+#:   divides by the whole kernel (ONNX Runtime follows PyTorch). Padded explicitly, the padding is
+#:   input and the pool (``count_include_pad=0``) leaves only the overhang out.
 #: - ``strided_conv_pad``: a convolution (not depthwise) with a horizontal stride and a kernel
-#:   wider than 1 whose output is one column wide, on an input padded on the right by one stride
-#:   and the extra output column sliced off (:meth:`OnnxRecorder._conv_padded_right`); in a
-#:   size-generic trace, every such convolution (the width is not known).
-#: - ``max_pool_kernel_pad``: a ceil-mode max pool whose window is larger than its padded input
-#:   (PyTorch allows it: a 3x3/2 pool on a 2-wide map gives one column), on an input padded with
-#:   -inf up to the kernel.
+#:   wider than 1 whose output is one column wide and two or more rows high (the trigger of the
+#:   bug it avoids), on an input padded on the right by one stride and the extra output column
+#:   sliced off (:meth:`OnnxRecorder._conv_padded_right`); in a size-generic trace, every such
+#:   convolution (the size is not known).
+#: - ``ceil_pool_end_pads``: a ceil-mode pool as a floor-mode pool whose bottom and right pads are
+#:   longer by ``e = min(stride - 1, kernel - pad - 1)`` (:meth:`OnnxRecorder._pool`). Its windows
+#:   are exactly PyTorch's: a floor-mode window exists where it ends inside the input, both pads
+#:   and ``e``, i.e. where it starts before ``size + pad`` (PyTorch's rule that a last window must
+#:   not start in the right padding) and, with ``e = stride - 1``, up to ``ceil((size + 2 pad -
+#:   kernel) / stride)`` (``floor((n + s - 1) / s) == ceil(n / s)`` for every integer n; when
+#:   ``kernel < pad + stride`` the smaller ``e`` drops the window that starts in the padding). The
+#:   overhang is now padding, which MaxPool ignores and AveragePool with ``count_include_pad=0``
+#:   leaves out of the divisor, as PyTorch does (a pool that counts padding is padded explicitly
+#:   first). No window is larger than its padded input (PyTorch allows that with ceil_mode, and
+#:   OpenVINO refuses it: the avg_down shortcut's 2x2/2 average pool on a 1-wide map, at any input
+#:   side <= 16; the Caffe stem's 3x3/2 max pool on a 2-wide map, at 5x3), and no end pad reaches
+#:   the kernel (OpenVINO refuses that for an average pool that excludes padding). Nothing depends
+#:   on the input size, so a size-generic trace writes it too.
 #: - ``ceil_pool_slice``: a ceil-mode pool whose last window would start in the right padding
 #:   (PyTorch drops it; a runtime that keeps it gives one more row or column), sliced to
-#:   PyTorch's size.
+#:   PyTorch's size (only without ``ceil_pool_end_pads``, which needs no slice).
 #:
-#: The last two depend on the traced size, so a size-generic trace (``symbolic_hw``) omits them.
-WORKAROUNDS = ("ceil_avg_pool_pads", "strided_conv_pad", "max_pool_kernel_pad", "ceil_pool_slice")
+#: ``ceil_pool_slice`` depends on the traced size, so a size-generic trace (``symbolic_hw``) omits it.
+WORKAROUNDS = ("ceil_avg_pool_pads", "strided_conv_pad", "ceil_pool_end_pads", "ceil_pool_slice")
 
 
 def ceil_pool_size_kept(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -261,7 +276,7 @@ class OnnxRecorder(Backend):
         kh, kw = w.shape[2:]
         top, bottom, left, right = padding
         if ("strided_conv_pad" in self.workarounds and stride[1] > 1 and kw > 1 and (groups == 1 or w.shape[1] > 1)
-                and not x.vec4d and (self._symbolic or out_shape[3] == 1)):
+                and not x.vec4d and (self._symbolic or (out_shape[3] == 1 and out_shape[2] >= 2))):
             return self._conv_padded_right(x, w, b, out_shape, stride, padding, dilation, groups)
         return self._node("Conv", [x, w, b], out_shape, kernel_shape=[kh, kw],
                           strides=list(stride), pads=[top, left, bottom, right],  # ONNX: begins, then ends
@@ -274,7 +289,13 @@ class OnnxRecorder(Backend):
         memory) for a stride-2 3x3 convolution of >= 256 channels whose output is one column wide
         and 2+ rows high, grouped or not, batch 1 or more (found by validate's SE-ResNeXt-50 model
         check at 33x27; then SE-ResNet-50 at 37x29; 54 of 1728 shapes of a grid; f32, 1x1 and
-        stride-1 kernels, depthwise, and the padded form are right)."""
+        stride-1 kernels, depthwise, and the padded form are right).
+
+        The padded form has bugs of its own on a one-column input (OpenVINO 2026.4, bfloat16 on an
+        AVX512_BF16 CPU without AMX, 2 threads): a segfault for <= 32 output channels and 1-2 rows
+        (the deep stem's first convolution at a 1x1 or 2x1 input), garbage (rel err ~1) for grouped
+        convolutions in a dynamic-shape graph. Hence only where the trigger is (a static graph's
+        one-column, 2+ row outputs) and only on a CPU with AMX (the backend's choice)."""
         n, c, h, wd = x.shape
         sw = stride[1]
         padded = self._node("Pad", [x, self._ints([0, 0, 0, 0, 0, 0, 0, sw])], (n, c, h, wd + sw), mode="constant")
@@ -311,59 +332,46 @@ class OnnxRecorder(Backend):
     def hard_swish(self, x):
         return self._same("HardSwish", self._tensor(x))
 
-    def _pool(self, op_type, x, kernel, stride, padding, ceil_mode, **attrs):
+    def _pool(self, op_type, x, kernel, stride, padding, ceil_mode, count_include_pad=None):
+        """A MaxPool or AveragePool node with PyTorch's output, in the forms :data:`WORKAROUNDS` asks for."""
         x = self._tensor(x)
         if x.vec4d:
             raise OnnxExportError(f"ONNX export: {op_type} needs an NCHW feature map; got an (N, C) vector")
-        out_shape = shapes.pool2d(x.shape, kernel, stride, padding, ceil_mode,
-                                  "max_pool2d" if op_type == "MaxPool" else "avg_pool2d")
-        short = [max(0, k - (size + 2 * p)) if isinstance(size, int) else 0
-                 for k, size, p in zip(kernel, x.shape[2:], padding)]
-        if op_type == "MaxPool" and any(short) and "max_pool_kernel_pad" in self.workarounds and not self._symbolic:
+        want = shapes.pool2d(x.shape, kernel, stride, padding, ceil_mode,
+                             "max_pool2d" if op_type == "MaxPool" else "avg_pool2d")
+        (ph, pw), (sh, sw), in_hw = padding, stride, x.shape[2:]
+        pads = [ph, pw, ph, pw]  # ONNX: begins, then ends
+        attrs = {} if count_include_pad is None else {"count_include_pad": int(bool(count_include_pad))}
+        ceil = bool(ceil_mode)
+        if (ceil and count_include_pad and any(padding)
+                and self.workarounds & {"ceil_avg_pool_pads", "ceil_pool_end_pads"}):
+            # ceil_avg_pool_pads (the end-pads form needs it too: its extra padding must not count)
             n, c, h, w = x.shape
-            lowest = self._scalar(float("-inf"))
-            x = self._node("Pad", [x, self._ints([0, 0, 0, 0, 0, 0, *short]), lowest], (n, c, h + short[0], w + short[1]),
-                           mode="constant")  # -inf never wins a max: the window's real elements decide
-        if ceil_mode and "ceil_pool_slice" in self.workarounds and not self._symbolic:
-            kept = (*out_shape[:2], *(ceil_pool_size_kept(size, k, s, p) for size, k, s, p in
-                                      zip(x.shape[2:], kernel, stride, padding)))
-            if kept != out_shape:
-                y = self._node(op_type, [x], kept, kernel_shape=list(kernel), strides=list(stride),
-                               pads=[padding[0], padding[1], padding[0], padding[1]], ceil_mode=1, **attrs)
-                return self._node("Slice", [y, self._ints([0, 0]), self._ints(list(out_shape[2:])), self._ints([2, 3])],
-                                  out_shape)
-        return self._node(op_type, [x], out_shape, kernel_shape=list(kernel),
-                          strides=list(stride), pads=[padding[0], padding[1], padding[0], padding[1]],
-                          ceil_mode=int(bool(ceil_mode)), **attrs)
+            x = self._node("Pad", [x, self._ints([0, 0, ph, pw, 0, 0, ph, pw])], (n, c, h + 2 * ph, w + 2 * pw),
+                           mode="constant")
+            pads, attrs["count_include_pad"] = [0, 0, 0, 0], 0
+        end_pads = ceil and "ceil_pool_end_pads" in self.workarounds
+        if end_pads:  # e from the pool's own padding, also after the explicit Pad above
+            pads[2] += max(0, min(sh - 1, kernel[0] - ph - 1))
+            pads[3] += max(0, min(sw - 1, kernel[1] - pw - 1))
+            ceil = False
+            if attrs:  # any padding is input by now (Pad above) or there is none: only the overhang is out
+                attrs["count_include_pad"] = 0
+        got = want
+        if ceil and not self._symbolic and "ceil_pool_slice" in self.workarounds:
+            got = (*want[:2], *(ceil_pool_size_kept(size, k, s, p) for size, k, s, p in
+                                zip(in_hw, kernel, stride, padding)))
+        y = self._node(op_type, [x], got, kernel_shape=list(kernel), strides=list(stride), pads=pads,
+                       ceil_mode=int(ceil), **attrs)
+        if got != want:
+            y = self._node("Slice", [y, self._ints([0, 0]), self._ints(list(want[2:])), self._ints([2, 3])], want)
+        return y
 
     def max_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False):
         return self._pool("MaxPool", x, kernel, stride, padding, ceil_mode)
 
     def avg_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
-        if "ceil_avg_pool_pads" in self.workarounds and ceil_mode and count_include_pad and any(padding):
-            return self._avg_pool_explicit_pads(self._tensor(x), kernel, stride, padding)
-        return self._pool("AveragePool", x, kernel, stride, padding, ceil_mode,
-                          count_include_pad=int(bool(count_include_pad)))
-
-    def _avg_pool_explicit_pads(self, x, kernel, stride, padding):
-        """PyTorch's ceil-mode average pool that counts padding, as Pad -> AveragePool(pads 0,
-        count_include_pad 0) [-> Slice]. PyTorch divides a window that overhangs the padded input
-        (the extra ceil-mode row/column) by its part inside the *padded* input; ONNX leaves that
-        divisor to the runtime, and OpenVINO 2026.4 divides by the whole kernel (ONNX Runtime
-        follows PyTorch). Padding explicitly makes the padded input the input, so every runtime
-        agrees. The Slice (only when a window would start in the right padding, which PyTorch
-        drops: kernel < pad + stride) is sized at the traced shape."""
-        (ph, pw), (kh, kw), (sh, sw) = padding, kernel, stride
-        want = shapes.pool2d(x.shape, kernel, stride, padding, True, "avg_pool2d")
-        n, c, h, w = x.shape
-        padded = self._node("Pad", [x, self._ints([0, 0, ph, pw, 0, 0, ph, pw])], (n, c, h + 2 * ph, w + 2 * pw),
-                            mode="constant")
-        got = (n, c, ceil_pool_size_kept(h + 2 * ph, kh, sh, 0), ceil_pool_size_kept(w + 2 * pw, kw, sw, 0))
-        y = self._node("AveragePool", [padded], got, kernel_shape=[kh, kw], strides=[sh, sw], pads=[0, 0, 0, 0],
-                       ceil_mode=1, count_include_pad=0)
-        if got != want:
-            y = self._node("Slice", [y, self._ints([0, 0]), self._ints(list(want[2:])), self._ints([2, 3])], want)
-        return y
+        return self._pool("AveragePool", x, kernel, stride, padding, ceil_mode, count_include_pad)
 
     def global_avg_pool(self, x):
         x = self._tensor(x)

@@ -132,28 +132,40 @@ def test_a_dtype_the_device_lacks_names_what_it_has(monkeypatch):
 
 def test_a_pool_window_wider_than_its_input_runs_as_in_pytorch():
     """PyTorch's ceil mode takes a 3x3/2 pool over a 2-wide map (the Caffe SE-ResNet's stem at a
-    5x3 input); OpenVINO refuses a kernel larger than its padded input, so the backend pads
-    with -inf up to the kernel in a static-shape graph."""
+    5x3 input) and a 2x2/2 average pool over a 1-wide one (the avg_down shortcut); OpenVINO refuses
+    a kernel larger than its padded input, so the backend writes a ceil-mode pool as a floor-mode
+    one with its end pads longer by stride - 1 (tests/test_openvino_small.py: every size, static
+    and dynamic graphs)."""
     x = _x((1, 4, 3, 2)).astype(np.float64)
     np.testing.assert_allclose(_ov().max_pool2d(x, (3, 3), (2, 2), (0, 0), True),
                                ref.max_pool2d(x, (3, 3), (2, 2), (0, 0), True), rtol=1e-6)
+    x = _x((1, 4, 1, 3)).astype(np.float64)
+    np.testing.assert_allclose(_ov().avg_pool2d(x, (2, 2), (2, 2), (0, 0), True, False),
+                               ref.avg_pool2d(x, (2, 2), (2, 2), (0, 0), True, False), rtol=1e-6)
 
 
 def test_an_input_a_dynamic_graph_cannot_take_is_one_line():
+    """The dynamic graph takes every size the model accepts (5x3 was refused before the end-pads
+    form); a size the model refuses, fed to the compiled graph itself, is one line naming the op."""
     import se_multi
 
     model = se_multi.create_model("legacy_seresnet50", backend=_ov(shapes="dynamic"))
-    model(_x((1, 3, 32, 32)))
-    with pytest.raises(RuntimeError, match=r"^openvino cannot run a 1x3x5x3 input: .*MaxPool") as info:
-        model(_x((1, 3, 5, 3)))
+    want = se_multi.create_model("legacy_seresnet50", backend="numpy", dtype="float64")
+    x = _x((1, 3, 5, 3))
+    assert max_rel_error(model(x), want(x.astype(np.float64))) < 1e-4
+    graphs = model.module.graphs(1)
+    (runner,) = [graphs.get_or_create(k, lambda: None) for k in graphs.keys()]
+    with pytest.raises(RuntimeError, match=r"^openvino cannot run a 1x3x2x2 input: .*MaxPool") as info:
+        runner(_x((1, 3, 2, 2)))
     assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("batch,channels,groups,height,width", [(2, 1024, 32, 3, 2), (1, 512, 1, 3, 2), (1, 256, 1, 5, 1)])
 def test_bfloat16_strided_conv_with_one_output_column(batch, channels, groups, height, width):
     """OpenVINO 2026.4's AMX bf16 convolution returned ~1e35 for a 3x3/2 convolution whose output is
-    one column wide (SE-ResNeXt-50 at 33x27 and SE-ResNet-50 at 37x29 in validate): the backend
-    pads such convolutions by one stride on the right and slices the extra column off."""
+    one column wide (SE-ResNeXt-50 at 33x27 and SE-ResNet-50 at 37x29 in validate): on a CPU with
+    AMX the backend pads such convolutions by one stride on the right and slices the extra column
+    off; elsewhere the plain convolution runs (the padded form fails there on one-column inputs)."""
     require_native_cpu_dtype("bfloat16")
     from se_multi.conformance import TOLERANCES, round_to_dtype
 
