@@ -1,7 +1,7 @@
 """Model complexity: parameters and multiply-accumulates, counted from the graph that runs.
 
 :func:`model_info` runs the model's own ``forward(ops, x)`` on :class:`CountingBackend`, a
-:class:`~se_multi.shapes.ShapeBackend` whose "arrays" are NCHW shape records: each op computes
+:class:`~se_multi.tracing.ShapeBackend` whose "arrays" are NCHW shape records: each op computes
 its output shape with :mod:`se_multi.shapes` (so shapes are exactly what the real backends
 produce) and counts what it costs. No activation array exists and no framework is imported, so it
 works for every model, input size and option (``reduction=``, ``se_integration=``, ...)
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from se_multi.nn import BUFFER_KINDS, Module
-from se_multi.shapes import ShapeArray, ShapeBackend, shape_state
+from se_multi.tracing import ShapeArray, ShapeBackend, shape_state
 
 
 # =========================================================================== counting backend
@@ -45,7 +45,7 @@ class Cost:
 
 
 class CountingBackend(ShapeBackend):
-    """Shapes (from :class:`~se_multi.shapes.ShapeBackend`) plus what each op costs. Fused SE
+    """Shapes (from :class:`~se_multi.tracing.ShapeBackend`) plus what each op costs. Fused SE
     ops keep their composed defaults and mark the MACs of the primitives they call as SE MACs.
     ``costs`` lists every op that cost something, in call order."""
 

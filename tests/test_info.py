@@ -15,7 +15,7 @@ from se_multi import nn
 from conftest import require_backend
 from se_multi.info import model_info, paper_flops
 from se_multi.paper import without_se
-from se_multi.shapes import ShapeArray, ShapeBackend
+from se_multi.tracing import ShapeArray, ShapeBackend
 from se_multi.init import recipe_input, recipe_state
 from se_multi.models import build_model, list_models
 from se_multi.nn import BUFFER_KINDS

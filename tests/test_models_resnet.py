@@ -491,7 +491,7 @@ def test_checkpoint_options_are_read_from_its_keys(name):
     """A native checkpoint of any SE variant loads without restating how it was built; a default
     one is plain native (timm's rounding maps several r to one width: the default wins)."""
     from se_multi.checkpoint import convert_layout
-    from se_multi.shapes import shape_state
+    from se_multi.tracing import shape_state
 
     _, options, layout = convert_layout(name, shape_state(build_model(name)))
     assert (options, layout) == ({}, "native")

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import require_backend
-from se_multi import shapes
+from se_multi import shapes, tracing
 from se_multi.models import build_model, create_model, list_models
 
 
@@ -131,7 +131,7 @@ def test_layer_names_are_checkpoint_paths():
         def forward(self, ops, x):
             return self.features(ops, x)
 
-    sizes = shapes.InputSizes(Net())
+    sizes = tracing.InputSizes(Net())
     assert sizes.error(3, 5, 9) is None  # 5 -> 3 -> 1
     error = sizes.error(3, 4, 9)  # 4 -> 2 -> empty, in the second conv
     assert isinstance(error, shapes.ShapeError) and error.layer == "features.conv2"  # checkpoint path

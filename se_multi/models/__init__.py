@@ -83,9 +83,9 @@ class Model:
 
     @property
     def input_sizes(self):
-        """Which input sizes fit this model's graph (:class:`se_multi.shapes.InputSizes`)."""
+        """Which input sizes fit this model's graph (:class:`se_multi.tracing.InputSizes`)."""
         if self._input_sizes is None:
-            from se_multi.shapes import InputSizes
+            from se_multi.tracing import InputSizes
 
             self._input_sizes = InputSizes(self.declaration, self.in_chans)
         return self._input_sizes
