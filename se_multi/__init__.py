@@ -20,7 +20,7 @@ _LAZY = {
     "create_model": "se_multi.models",
     "list_models": "se_multi.models",
     "Model": "se_multi.models",
-    "load_checkpoint": "se_multi.checkpoint",
+    "load_checkpoint": "se_multi.models.loading",
     "preprocess": "se_multi.preprocess",
     "predict_batch": "se_multi.predict",
     "model_info": "se_multi.info",

@@ -9,10 +9,13 @@ The zip-based formats (``.npz``; torch's ``.pth``/``.pt``/``.bin``) are checked 
 in them is inflated, because their size on disk says nothing about what they inflate to (a 3 MB
 ``.npz`` holding a 3 GiB array of zeros took 18.7 s and 3.1 GB of memory before the key check
 refused it): what the members declare in the zip's directory is held to :data:`MAX_INFLATED_BYTES`;
-a ``.npz`` read for a model (:func:`load_declared`) then has each member's ``.npy`` header read
+a ``.npz`` read for a model (:func:`se_multi.models.loading.load_declared`) then has each member's ``.npy`` header read
 (the first bytes of the member, not its data), its keys, shapes and dtypes checked against the
 model by :func:`se_multi.nn.check_state` as if they were the tensors, and its declared size held
 to what those tensors take plus :data:`NPZ_SLACK_BYTES`.
+
+This module reads files and knows no model: reading a checkpoint *for a model* (layout
+detection, the declaration it implies) is :mod:`se_multi.models.loading`, one floor up.
 
 Layouts: each model family registers converters with :func:`register_layout`.
 A converter looks at the keys of a state dict and either declines (returns
@@ -36,6 +39,12 @@ _LAYOUTS: dict[str, list[tuple[str, Converter]]] = {}
 def register_layout(model_names, layout: str, converter: Converter) -> None:
     for name in [model_names] if isinstance(model_names, str) else model_names:
         _LAYOUTS.setdefault(name, []).append((layout, converter))
+
+
+def layouts(model_name: str) -> list[tuple[str, Converter]]:
+    """The layouts registered for ``model_name``, in the order they are tried (the families
+    register theirs when :mod:`se_multi.models` imports them)."""
+    return list(_LAYOUTS.get(model_name, ()))
 
 
 class CheckpointError(ValueError):
@@ -170,20 +179,6 @@ def read_state_dict(path: str, expect: Callable[[dict], int] | None = None) -> d
     raise CheckpointError(f"{path}: unknown checkpoint format {ext!r}; expected .safetensors, .npz, .pth or .pt")
 
 
-def convert_layout(model_name: str, state: dict) -> tuple[dict, dict, str]:
-    """Detect the layout from the keys -> ``(native_state, builder_options, layout_name)``."""
-    from se_multi.models import list_models
-
-    list_models()  # import the families, which register their layouts
-    state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel prefix
-    for layout, converter in _LAYOUTS.get(model_name, []):
-        out = converter(state)
-        if out is not None:
-            native, opts = out
-            return native, opts, layout
-    return state, {}, "native"
-
-
 def resolve_weights(weights) -> str:
     """A local path (it always wins), or a hub id resolved through :mod:`se_multi.hub`."""
     from se_multi import hub
@@ -197,54 +192,3 @@ def resolve_weights(weights) -> str:
     if repo_id is None:
         raise CheckpointError(f"checkpoint not found: {path}")
     return hub.resolve(repo_id)
-
-
-def _declare(model_name: str, state: dict, num_classes: int | None, model_kwargs: dict):
-    """``(declaration, native_state, builder_options)``: ``state`` read in its layout, and the model
-    it is a checkpoint of (``num_classes`` from its classifier unless given)."""
-    from se_multi.models import build_model
-
-    native, opts, _ = convert_layout(model_name, state)
-    if num_classes is None:
-        num_classes = infer_num_classes(model_name, native)
-    return build_model(model_name, num_classes=num_classes, **opts, **model_kwargs), native, opts
-
-
-def load_declared(model_name: str, weights: str, num_classes: int | None = None, **model_kwargs):
-    """Read ``weights`` for ``model_name`` -> ``(declaration, native_state, builder_options)``, the
-    declaration built with ``num_classes`` (default: the checkpoint's) and ``model_kwargs``.
-
-    A ``.npz`` is checked against that declaration from its headers before any tensor is read
-    (:func:`read_state_dict`), by the same :func:`se_multi.nn.check_state` that binding runs."""
-    from se_multi.nn import check_state
-
-    path = resolve_weights(weights)
-
-    def expect(stand_ins: dict) -> int:
-        declaration, native, _ = _declare(model_name, stand_ins, num_classes, model_kwargs)
-        specs = declaration.param_specs()
-        check_state(specs, native, what=f"checkpoint {path}")
-        return sum(int(np.prod(spec.shape)) * native[key].dtype.itemsize for key, spec in specs.items())
-
-    return _declare(model_name, read_state_dict(path, expect), num_classes, model_kwargs)
-
-
-def load_for_model(model_name: str, weights: str, num_classes: int | None = None, **model_kwargs) -> tuple[dict, dict]:
-    """Read ``weights`` for ``model_name`` -> ``(native_state, builder_options)`` (:func:`load_declared`)."""
-    _, native, opts = load_declared(model_name, weights, num_classes, **model_kwargs)
-    return native, opts
-
-
-def infer_num_classes(model_name: str, state: dict) -> int | None:
-    """The class count a checkpoint was trained for, from its classifier (last 2-D+ weight)."""
-    from se_multi.models import build_model
-
-    head = getattr(build_model(model_name), "classifier_key", None)
-    if head and head in state:
-        return int(np.shape(state[head])[0])
-    return None
-
-
-def load_checkpoint(path: str, model: str) -> dict[str, np.ndarray]:
-    """Public helper: a checkpoint in any supported layout -> the native state dict for ``model``."""
-    return load_for_model(model, path)[0]

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from se_multi import checkpoint
+from se_multi.models import loading
 from se_multi.files import atomic_output
 from se_multi.nn import check_state
 
@@ -25,8 +26,8 @@ def _native_for(model_name: str, state: dict) -> tuple[dict, dict, str, dict]:
     """``(native_state, builder_options, layout, declared_specs)`` of ``state`` read as ``model_name``."""
     from se_multi.models import build_model
 
-    native, options, layout = checkpoint.convert_layout(model_name, state)
-    options = {"num_classes": checkpoint.infer_num_classes(model_name, native), **options}
+    native, options, layout = loading.convert_layout(model_name, state)
+    options = {"num_classes": loading.infer_num_classes(model_name, native), **options}
     specs = build_model(model_name, **options).param_specs()
     return native, options, layout, specs
 
@@ -85,7 +86,7 @@ def convert_checkpoint(src: str, dst: str, model: str | None = None) -> dict:
         save_file({k: np.ascontiguousarray(v) for k, v in native.items()}, os.fspath(tmp), metadata=metadata)
     params = sum(int(np.prod(np.shape(v))) for k, v in native.items() if "running_" not in k)
     # options the native keys do not imply again on load (e.g. a layout's BN eps) must be restated
-    _, implied, _ = checkpoint.convert_layout(model, native)
+    _, implied, _ = loading.convert_layout(model, native)
     restate = {k: v for k, v in options.items() if k != "num_classes" and implied.get(k) != v}
     return {"model": model, "layout": layout, "options": options, "restate_on_load": restate,
             "tensors": len(native), "params": params}

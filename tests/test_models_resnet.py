@@ -12,7 +12,7 @@ import pytest
 import se_multi
 from _parity import FIXTURE_MODELS, manifest, rel_err
 from se_multi import reference as ref
-from se_multi.checkpoint import load_for_model
+from se_multi.models.loading import load_for_model
 from se_multi.init import recipe_input, recipe_state
 from se_multi.models import build_model, create_model
 from se_multi.models.resnet import SE_MODELS, TIMM, Bottleneck, SEConfig
@@ -490,7 +490,7 @@ def test_every_se_model_takes_every_ablation_option(name):
 def test_checkpoint_options_are_read_from_its_keys(name):
     """A native checkpoint of any SE variant loads without restating how it was built; a default
     one is plain native (timm's rounding maps several r to one width: the default wins)."""
-    from se_multi.checkpoint import convert_layout
+    from se_multi.models.loading import convert_layout
     from se_multi.tracing import shape_state
 
     _, options, layout = convert_layout(name, shape_state(build_model(name)))

@@ -13,7 +13,7 @@ from _parity import FIXTURE_MODELS, expected, peer_input, rel_err, write_peer_ch
 from conftest import ALL_BACKENDS, require_backend
 
 import se_multi
-from se_multi import checkpoint
+from se_multi.models import loading
 from se_multi.conformance import MODEL_TOLERANCES
 from se_multi.models import build_model
 
@@ -89,7 +89,7 @@ def test_torchvision_batchnorm_eps_is_load_bearing(peer):
     the float32 tolerance (and 10^4 x the float64 one), so the parity above proves the eps is
     taken from the layout."""
     path, exp = peer("torchvision.mobilenet_v3_large")
-    state, opts = checkpoint.load_for_model("mobilenetv3_large_100", str(path))
+    state, opts = loading.load_for_model("mobilenetv3_large_100", str(path))
     assert opts == {"bn_eps": 1e-3}
     ops = se_multi.get_backend("numpy", dtype="float64")
     wrong = build_model("mobilenetv3_large_100", bn_eps=1e-5).bind(state, ops)

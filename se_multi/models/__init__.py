@@ -1,4 +1,4 @@
-"""Model registry and :func:`create_model`.
+"""Models: the registry (:mod:`se_multi.models.registry`), :class:`Model` and :func:`create_model`.
 
 A model family module (``resnet.py``, ``mobilenet.py``, ``unet.py``) decorates
 its builders with :func:`register_model`. A builder takes keyword options
@@ -11,57 +11,16 @@ and wraps the result in a :class:`Model`.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from se_multi.dispatch import get_backend, to_numpy
 from se_multi.dtypes import is_floating, largest_finite
+from se_multi.models.registry import build_model, check_model_name, list_models, register_model
 from se_multi.nn import Module
 
-_REGISTRY: dict[str, Callable[..., Module]] = {}
-#: modules whose import registers models
-_FAMILIES = ("se_multi.models.resnet", "se_multi.models.mobilenet", "se_multi.models.unet")
-
-
-def register_model(fn: Callable[..., Module]) -> Callable[..., Module]:
-    _REGISTRY[fn.__name__] = fn
-    return fn
-
-
-def _load_families() -> None:
-    for mod in _FAMILIES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
-
-
-def list_models() -> list[str]:
-    _load_families()
-    return sorted(_REGISTRY)
-
-
-def check_model_name(name: str) -> str:
-    """``name`` if it is a registered model, else the one error that lists the known ones."""
-    _load_families()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
-    return name
-
-
-def build_model(name: str, **kwargs) -> Module:
-    """The unbound module for ``name`` (declared parameters, no weights)."""
-    check_model_name(name)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    module = _REGISTRY[name](**kwargs)
-    # what it was built as: a whole-graph backend that calibrates it (int8, se_multi.quantize)
-    # needs its preprocessing, and a bound copy keeps the name
-    module.model_name = name
-    return module
-
+__all__ = ["Model", "build_model", "check_model_name", "create_model", "list_models", "register_model"]
 
 class Model:
     """A bound model: ``model(x)`` takes NCHW (NumPy or the backend's native array) and
@@ -167,7 +126,7 @@ def create_model(name: str, weights: str | None = None, backend: Any = "auto", d
     path (``.safetensors``, ``.npz``, ``.pth``/``.pt``), or a hub id such as
     ``timm/seresnet50.a1_in1k`` (needs the ``hub`` extra and a network).
     """
-    from se_multi import checkpoint
+    from se_multi.models.loading import load_declared
     from se_multi.init import recipe_state
 
     if not isinstance(name, str):
@@ -179,6 +138,6 @@ def create_model(name: str, weights: str | None = None, backend: Any = "auto", d
         specs = module.param_specs()
         state = recipe_state(((k, s.shape, s.kind) for k, s in specs.items()), seed=seed)
     else:
-        module, state, _ = checkpoint.load_declared(name, weights, num_classes, **kwargs)
+        module, state, _ = load_declared(name, weights, num_classes, **kwargs)
     ops = get_backend(backend, dtype=dtype, device=device)
     return Model(name, module.bind(state, ops), ops)

@@ -37,7 +37,7 @@ import numpy as np
 
 from se_multi import checkpoint
 from se_multi import reference as ref
-from se_multi.models import build_model, register_model
+from se_multi.models.registry import build_model, register_model
 from se_multi.nn import ConvNormAct, Linear, Module, Sequential, SqueezeExcite, same_padding
 
 #: where SE sits in a block: after the depthwise conv (timm/EfficientNet/MobileNetV3), or on the

@@ -61,7 +61,7 @@ from typing import Sequence
 
 from se_multi import reference as ref
 from se_multi.checkpoint import register_layout
-from se_multi.models import register_model
+from se_multi.models.registry import register_model
 from se_multi.nn import (SE_INTEGRATIONS, AvgPool2d, ConvNormAct, Linear, MaxPool2d, Module, Sequential,
                          SqueezeExcite, residual_unit)
 

@@ -17,7 +17,7 @@ every upsample is exactly 2x.
 
 from __future__ import annotations
 
-from se_multi.models import register_model
+from se_multi.models.registry import register_model
 from se_multi.models.resnet import ARCHS, ResNet, SEConfig
 from se_multi.nn import SCSE, ConvNormAct, Module, Sequential
 
