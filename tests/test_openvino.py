@@ -96,7 +96,7 @@ def test_omp_num_threads_is_the_default_thread_count(monkeypatch):
     (dict(threads=0), TypeError, r"threads must be a positive int or None; got 0"),
     (dict(threads="2"), TypeError, r"threads must be a positive int or None; got '2'"),
     (dict(shapes="symbolic"), ValueError, r"shapes must be 'static' or 'dynamic'; got 'symbolic'"),
-    (dict(dtype="float64"), ValueError, r"supports dtype float32, bfloat16, float16; got 'float64'"),
+    (dict(dtype="float64"), ValueError, r"supports dtype float32, bfloat16, float16, int8; got 'float64'"),
     (dict(opset=9), ValueError, r"opset must be an integer in \[13, "),
 ])
 def test_bad_settings_are_one_clear_error(kwargs, error, match):
