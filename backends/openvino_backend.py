@@ -186,6 +186,11 @@ class OpenVinoBackend(OnnxFedBackend):
     def engine(self, proto, threads: int | None = None, dtype: np.dtype | None = None) -> "_InferPool":
         return _InferPool(self.compile_proto(proto, threads), dtype or self._np_dtype)
 
+    def model_engine(self, model, dtype: np.dtype | None = None) -> "_InferPool":
+        """:meth:`engine` for an ``openvino.Model`` already built (one NNCF quantized): compiled
+        with this backend's settings, ``runner(*inputs)`` -> NumPy output."""
+        return _InferPool(self.compile_model(model), dtype or self._np_dtype)
+
 
 def _amx() -> bool:
     """Whether this CPU has AMX bfloat16 tiles, where OpenVINO's AMX convolution bug can strike."""

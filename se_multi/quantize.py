@@ -455,12 +455,10 @@ def compile_int8(backend, module, input_shape: tuple):
     quantized = module.graphs(backend.graph_cache_size).get_or_create(key, make)
     if engine == "onnxruntime":
         return backend.engine(quantized)
-    from se_multi.backends.openvino_backend import _InferPool
-
     model = quantized.clone()
     if not backend.symbolic_shapes:
         model.reshape(list(input_shape))
-    return _InferPool(backend.compile_model(model), backend._np_dtype)
+    return backend.model_engine(model)
 
 
 def _model_name(module) -> str:
@@ -633,9 +631,7 @@ def engine_runner(engine: str, quantized, ops):
     """``fn(x) -> NumPy output`` for a quantized graph, with the settings of the float32 backend ``ops``."""
     if engine == "onnxruntime":
         return ops.engine(quantized)
-    from se_multi.backends.openvino_backend import _InferPool
-
-    return _InferPool(ops.compile_model(quantized.clone()), np.float32)
+    return ops.model_engine(quantized.clone(), np.float32)
 
 
 def format_report(result: QuantizeResult) -> str:
