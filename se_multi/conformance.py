@@ -166,7 +166,7 @@ ELEMENTWISE_BIAS_Z = 6.0
 #: torch bfloat16      7.3e-3   6.2e-3   1.1          0.04           1.32   0.31
 #: openvino bfloat16   5.7e-3   5.9e-3   0.6          0.04           0.00   0.29
 #: mlx bfloat16        8.8e-3   7.6e-3   1.1          0.09           0.99   0.51
-#: jax bfloat16        8.4e-3   6.7e-3   1.1          0.09           1.05   0.49
+#: jax bfloat16        8.4e-3   6.7e-3   1.1          0.08           1.05   0.49
 #: =================== ======== ======== ============ ============== ====== ============
 #:
 #: So the bounds sit 4.8x below the smallest model error (u/8 against 0.6u), 2.3x above the largest
