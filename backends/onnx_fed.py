@@ -1,6 +1,6 @@
 """The shared base of the engines fed se_multi's own ONNX export (ONNX Runtime, OpenVINO).
 
-Two ways in, one graph builder (:class:`se_multi.onnx_export.OnnxRecorder`):
+Two ways in, one graph builder (:class:`se_multi.backends.onnx_recorder.OnnxRecorder`):
 
 - **Whole graph** (:meth:`OnnxFedBackend.compile`): the bound module (its folded weights are
   NumPy arrays, made by :meth:`~OnnxFedBackend.param`) is traced into one ONNX graph and handed
@@ -30,8 +30,6 @@ import numpy as np
 
 from se_multi.backend import Backend, GraphBackend
 from se_multi.cache import OP_GRAPHS_PER_BACKEND, BoundedCache
-# the default thread counts of the engines fed here (their adapters import these two from here)
-from se_multi.cpu import omp_threads, usable_cores as cores  # noqa: F401
 from se_multi.dispatch import to_numpy
 
 #: op-table methods run as one-op graphs (the fused ops too: their ONNX form differs from the defaults)
@@ -66,7 +64,7 @@ class OnnxFedBackend(GraphBackend):
     def __init__(self, dtype: str = "float32", device: str | None = None, opset: int | None = None,
                  threads: int | None = None, graph_cache_size: int | None = None):
         super().__init__(dtype, device, graph_cache_size)
-        from se_multi.onnx_export import DEFAULT_OPSET, OnnxRecorder, check_opset
+        from se_multi.backends.onnx_recorder import DEFAULT_OPSET, OnnxRecorder, check_opset
 
         self.opset = check_opset(DEFAULT_OPSET if opset is None else opset)
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
@@ -107,13 +105,13 @@ class OnnxFedBackend(GraphBackend):
 
     # ------------------------------------------------------------------ whole graph
     def _recorder(self):
-        from se_multi.onnx_export import OnnxRecorder
+        from se_multi.backends.onnx_recorder import OnnxRecorder
 
         return OnnxRecorder(dtype=self.graph_dtype, opset=self.opset, workarounds=self.workarounds)
 
     def export(self, module, input_shape: tuple, batch="dynamic", symbolic_hw: bool = False):
         """The ModelProto of a module bound on this backend, traced at an NCHW ``input_shape``."""
-        from se_multi.onnx_export import BATCH_DIM
+        from se_multi.backends.onnx_recorder import BATCH_DIM
 
         recorder = self._recorder()
         shape = (BATCH_DIM if batch == "dynamic" else int(batch), *input_shape[1:])

@@ -40,7 +40,8 @@ import threading
 import numpy as np
 
 from se_multi.backend import BackendUnavailable
-from se_multi.backends.onnx_fed import OnnxFedBackend, omp_threads
+from se_multi.backends.onnx_fed import OnnxFedBackend
+from se_multi.cpu import omp_threads
 from se_multi.dispatch import to_numpy
 
 #: se_multi dtype -> OpenVINO's inference precision, and the capability a device lists for it

@@ -13,7 +13,7 @@ from __future__ import annotations
 from se_multi.backend import Backend, BackendUnavailable, GraphBackend
 from se_multi.dispatch import available_backends, backend_status, get_backend, to_numpy
 
-__version__ = "0.1.0"
+from se_multi._version import __version__
 
 # Heavier parts of the API load on first use (PEP 562), keeping `import se_multi` light.
 _LAZY = {
@@ -37,6 +37,6 @@ def __getattr__(name):
 
 
 __all__ = [
-    "Backend", "BackendUnavailable", "GraphBackend", "available_backends", "backend_status",
+    "__version__", "Backend", "BackendUnavailable", "GraphBackend", "available_backends", "backend_status",
     "get_backend", "to_numpy", *_LAZY,
 ]

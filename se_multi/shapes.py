@@ -142,3 +142,9 @@ def concat_channels(shapes: Sequence):
         raise ShapeError("concat_channels", f"N, H and W must agree; got {[_fmt(s) for s in shapes]}")
     n, _, h, w = shapes[0]
     return n, sum(s[1] for s in shapes), h, w
+
+
+def ceil_pool_size_kept(size: int, kernel: int, stride: int, pad: int) -> int:
+    """A ceil-mode pool's output size when a last window starting in the right padding is kept
+    (OpenVINO's rule; PyTorch's, :func:`pool_output_size`, drops that window)."""
+    return -(-(size + 2 * pad - kernel) // stride) + 1

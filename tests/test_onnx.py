@@ -168,7 +168,7 @@ def test_session_options_are_for_inference():
 
 def test_omp_num_threads_is_the_default_thread_count(monkeypatch):
     """Ray sets OMP_NUM_THREADS to each actor's CPU share; an explicit threads= still wins."""
-    from se_multi.backends.onnx_fed import cores
+    from se_multi.cpu import usable_cores as cores
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert _ort().session_options().intra_op_num_threads == 1

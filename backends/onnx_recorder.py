@@ -1,0 +1,439 @@
+"""The ONNX recorder: a backend whose "arrays" are symbolic tensors, so that running a model's
+own ``forward`` on it records the op graph as ONNX.
+
+:class:`OnnxRecorder` is a :class:`~se_multi.backend.Backend` whose "arrays" are symbolic
+tensors (:class:`Sym`: an ONNX value name plus its public shape). Every op call appends
+standard ONNX nodes (no custom ops, so any ONNX runtime can load the file); ``param``
+turns each folded weight into an initializer. Binding goes through the normal
+``create_model(..., backend=OnnxRecorder(...))`` path, so the exported graph is exactly
+the function the other backends compute.
+
+SE stays in 4-D form in the graph: the squeezed vector is kept as ``(N, C, 1, 1)``
+(GlobalAveragePool output) and the two FCs are 1x1 Convs, so the block is
+``GlobalAveragePool -> Conv -> Relu -> Conv -> Sigmoid|HardSigmoid -> Mul`` with no
+Flatten/Unsqueeze round trip; the public ``(N, C)`` form is restored only where a
+vector leaves the graph (or meets a Gemm).
+
+It lives with the adapters: the engines fed by ONNX (:mod:`se_multi.backends.onnx_fed`) record
+with it, and the exporter (:mod:`se_multi.onnx_export`, above: files, metadata, the command
+line) builds on it. It imports nothing above the backend floor.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from se_multi import shapes
+from se_multi._version import __version__
+from se_multi.backend import Backend
+
+#: opsets this exporter writes: 13 is the first with Unsqueeze/Reshape axes as inputs
+MIN_OPSET = 13
+DEFAULT_OPSET = 17
+#: ONNX op -> first opset that has it in the form used here
+OP_MIN_OPSET = {"HardSwish": 14}
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+BATCH_DIM = "batch"
+#: names of the input's symbolic H and W in a size-generic graph
+SPATIAL_DIMS = ("height", "width")
+
+
+#: Equivalent forms of an op for a runtime that computes the plain ONNX form wrong; a backend
+#: asks for them by name (the exported files never use them):
+#:
+#: - ``ceil_avg_pool_pads``: a ceil-mode average pool that counts padding, as Pad -> AveragePool
+#:   (:meth:`OnnxRecorder._pool`): PyTorch divides a window that overhangs the padded input by its
+#:   part inside the *padded* input; ONNX leaves that divisor to the runtime, and OpenVINO 2026.4
+#:   divides by the whole kernel (ONNX Runtime follows PyTorch). Padded explicitly, the padding is
+#:   input and the pool (``count_include_pad=0``) leaves only the overhang out.
+#: - ``strided_conv_pad``: a convolution (not depthwise) with a horizontal stride and a kernel
+#:   wider than 1 whose output is one column wide and two or more rows high (the trigger of the
+#:   bug it avoids), on an input padded on the right by one stride and the extra output column
+#:   sliced off (:meth:`OnnxRecorder._conv_padded_right`); in a size-generic trace, every such
+#:   convolution (the size is not known).
+#: - ``ceil_pool_end_pads``: a ceil-mode pool as a floor-mode pool whose bottom and right pads are
+#:   longer by ``e = min(stride - 1, kernel - pad - 1)`` (:meth:`OnnxRecorder._pool`). Its windows
+#:   are exactly PyTorch's: a floor-mode window exists where it ends inside the input, both pads
+#:   and ``e``, i.e. where it starts before ``size + pad`` (PyTorch's rule that a last window must
+#:   not start in the right padding) and, with ``e = stride - 1``, up to ``ceil((size + 2 pad -
+#:   kernel) / stride)`` (``floor((n + s - 1) / s) == ceil(n / s)`` for every integer n; when
+#:   ``kernel < pad + stride`` the smaller ``e`` drops the window that starts in the padding). The
+#:   overhang is now padding, which MaxPool ignores and AveragePool with ``count_include_pad=0``
+#:   leaves out of the divisor, as PyTorch does (a pool that counts padding is padded explicitly
+#:   first). No window is larger than its padded input (PyTorch allows that with ceil_mode, and
+#:   OpenVINO refuses it: the avg_down shortcut's 2x2/2 average pool on a 1-wide map, at any input
+#:   side <= 16; the Caffe stem's 3x3/2 max pool on a 2-wide map, at 5x3), and no end pad reaches
+#:   the kernel (OpenVINO refuses that for an average pool that excludes padding). Nothing depends
+#:   on the input size, so a size-generic trace writes it too.
+#: - ``ceil_pool_slice``: a ceil-mode pool whose last window would start in the right padding
+#:   (PyTorch drops it; a runtime that keeps it gives one more row or column), sliced to
+#:   PyTorch's size (only without ``ceil_pool_end_pads``, which needs no slice).
+#:
+#: ``ceil_pool_slice`` depends on the traced size, so a size-generic trace (``symbolic_hw``) omits it.
+WORKAROUNDS = ("ceil_avg_pool_pads", "strided_conv_pad", "ceil_pool_end_pads", "ceil_pool_slice")
+
+
+class OnnxExportError(ValueError):
+    """An op, option or setting that has no ONNX form here."""
+
+
+class Sym:
+    """A symbolic tensor: ONNX value ``name`` with its public ``shape``.
+
+    ``vec4d`` marks an ``(N, C)`` per-channel vector stored in the graph as ``(N, C, 1, 1)``;
+    ``const`` holds the value of an initializer (weights), so weight reshapes happen at
+    export time instead of as graph nodes.
+    """
+
+    __slots__ = ("name", "shape", "vec4d", "const")
+
+    def __init__(self, name: str, shape: tuple, vec4d: bool = False, const: np.ndarray | None = None):
+        self.name, self.shape, self.vec4d, self.const = name, tuple(shape), vec4d, const
+
+    def __repr__(self) -> str:
+        return f"Sym({self.name!r}, {self.shape}{', 4d' if self.vec4d else ''})"
+
+
+def _onnx():
+    try:
+        import onnx
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("ONNX export needs the onnx package: pip install 'se-multi[onnx]'") from None
+    return onnx
+
+
+def check_opset(opset: int) -> int:
+    onnx = _onnx()
+    newest = onnx.defs.onnx_opset_version()
+    if not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= int(opset) <= newest:
+        raise OnnxExportError(f"ONNX export: opset must be an integer in [{MIN_OPSET}, {newest}]; got {opset!r}")
+    return int(opset)
+
+
+class OnnxRecorder(Backend):
+    """Records op calls as ONNX nodes. Use one instance per exported graph."""
+
+    name = "onnx-recorder"
+    package = "onnx"
+    extra = "onnx"
+    dtypes = ("float32", "float16")
+
+    def __init__(self, dtype: str = "float32", device: str | None = None, opset: int = DEFAULT_OPSET,
+                 workarounds=()):
+        if str(dtype) not in self.dtypes:
+            raise OnnxExportError(f"ONNX export supports dtype {', '.join(self.dtypes)}; got {dtype!r}")
+        super().__init__(dtype, None)
+        self.opset = check_opset(opset)
+        self._np_dtype = np.dtype(self.dtype)
+        onnx = _onnx()
+        self._elem_type = onnx.helper.np_dtype_to_tensor_dtype(self._np_dtype)
+        self.nodes: list = []
+        self.initializers: list = []
+        self.inputs: list = []
+        self._count = 0
+        self._consts: dict[Any, Sym] = {}  # value-keyed constants (scalars, int lists)
+        unknown = set(workarounds) - set(WORKAROUNDS)
+        if unknown:
+            raise OnnxExportError(f"ONNX export: unknown workarounds {sorted(unknown)}; known: {', '.join(WORKAROUNDS)}")
+        #: equivalent graph forms for a runtime that computes the plain form wrong (:data:`WORKAROUNDS`)
+        self.workarounds = frozenset(workarounds)
+        self._symbolic = False  # tracing a size-generic graph: size-specific forms are left out or made generic
+
+    # ------------------------------------------------------------------ graph building
+    def _fresh(self, hint: str) -> str:
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+    def _node(self, op_type: str, inputs: Sequence[Sym | str | None], shape, vec4d: bool = False,
+              **attrs) -> Sym:
+        need = OP_MIN_OPSET.get(op_type, 0)
+        if self.opset < need:
+            raise OnnxExportError(f"ONNX export: op {op_type} needs opset >= {need}; got opset {self.opset}")
+        out = self._fresh(op_type.lower())
+        names = ["" if i is None else (i if isinstance(i, str) else i.name) for i in inputs]
+        while names and names[-1] == "":
+            names.pop()  # trailing optional inputs are omitted, not named ""
+        self.nodes.append(_onnx().helper.make_node(op_type, names, [out], name=out, **attrs))
+        return Sym(out, shape, vec4d)
+
+    def _initializer(self, value: np.ndarray, hint: str, key=None) -> Sym:
+        if key is not None and key in self._consts:
+            return self._consts[key]
+        name = self._fresh(hint)
+        self.initializers.append(_onnx().numpy_helper.from_array(np.ascontiguousarray(value), name))
+        sym = Sym(name, value.shape, const=value)
+        if key is not None:
+            self._consts[key] = sym
+        return sym
+
+    def _scalar(self, v: float) -> Sym:
+        value = np.asarray(v, self._np_dtype)
+        return self._initializer(value, "const", key=("scalar", float(v)))
+
+    def _ints(self, values: Sequence[int]) -> Sym:
+        value = np.asarray(values, np.int64)
+        return self._initializer(value, "ints", key=("ints", tuple(int(v) for v in values)))
+
+    def _tensor(self, w) -> Sym | None:
+        """A weight or input: a Sym as is; a NumPy array (a module bound on a NumPy-array
+        backend such as onnxruntime) becomes an initializer (each weight is used once per
+        forward, so each use is its own initializer)."""
+        if w is None or isinstance(w, Sym):
+            return w
+        if isinstance(w, np.ndarray):
+            return self._initializer(w.astype(self._np_dtype, copy=False), "w")
+        raise OnnxExportError(f"ONNX export: expected a symbolic tensor or a NumPy array; got {type(w).__name__}")
+
+    def graph_input(self, name: str, shape: tuple) -> Sym:
+        helper = _onnx().helper
+        self.inputs.append(helper.make_tensor_value_info(name, self._elem_type, list(shape)))
+        return Sym(name, shape)
+
+    def to_model(self, outputs: Sequence[Sym], output_names: Sequence[str] | None = None,
+                 graph_name: str = "se_multi"):
+        """The ModelProto with ``outputs`` renamed to ``output_names`` (Identity nodes)."""
+        onnx = _onnx()
+        helper = onnx.helper
+        outs = []
+        for i, sym in enumerate(outputs):
+            name = output_names[i] if output_names else f"{OUTPUT_NAME}{i}"
+            if sym.name != name:
+                self.nodes.append(helper.make_node("Identity", [sym.name], [name], name=f"{name}_identity"))
+            outs.append(helper.make_tensor_value_info(name, self._elem_type, list(sym.shape)))
+        used = {name for node in self.nodes for name in node.input}
+        # weights replaced by a reshaped copy (a linear weight used as a 1x1 conv), heads a model never calls
+        initializers = [t for t in self.initializers if t.name in used]
+        graph = helper.make_graph(self.nodes, graph_name, self.inputs, outs, initializer=initializers)
+        opset = [helper.make_opsetid("", self.opset)]
+        model = helper.make_model(graph, opset_imports=opset, producer_name="se_multi",
+                                  producer_version=__version__)
+        model.ir_version = helper.find_min_ir_version_for(opset)  # loadable by the oldest runtime that has the opset
+        return model
+
+    # ------------------------------------------------------------------ Backend: arrays
+    def asarray(self, x):
+        if isinstance(x, Sym):
+            return x
+        return self._initializer(np.asarray(x, self._np_dtype), "const")
+
+    @staticmethod
+    def to_numpy(x):
+        raise OnnxExportError("ONNX export: a traced tensor has no value (to_numpy called while recording)")
+
+    def input(self, x):
+        return self.asarray(x)
+
+    def output(self, y):
+        return self._vec2d(y)
+
+    def param(self, w: np.ndarray, kind: str):
+        if kind not in ("conv", "linear", "vector"):
+            raise OnnxExportError(f"ONNX export: param kind must be 'conv', 'linear' or 'vector'; got {kind!r}")
+        return self._initializer(np.asarray(w).astype(self._np_dtype), kind)
+
+    def shape(self, x):
+        return tuple(x.shape)
+
+    # ------------------------------------------------------------------ layout helpers
+    def _vec4d(self, s: Sym) -> Sym:
+        """An (N, C) vector as (N, C, 1, 1) for channel broadcast."""
+        if s.vec4d:
+            return s
+        if len(s.shape) != 2:
+            raise OnnxExportError(f"ONNX export: expected an (N, C) vector; got shape {s.shape}")
+        return self._node("Unsqueeze", [s, self._ints([2, 3])], s.shape, vec4d=True)
+
+    def _vec2d(self, s: Sym) -> Sym:
+        if not s.vec4d:
+            return s
+        return self._node("Flatten", [s], s.shape, axis=1)
+
+    def _conv_weight(self, w: Sym) -> Sym:
+        """A linear weight (out, in) as a 1x1 conv weight (out, in, 1, 1)."""
+        if len(w.shape) == 4:
+            return w
+        if w.const is not None:
+            return self._initializer(w.const.reshape(*w.shape, 1, 1), "w1x1", key=("w1x1", w.name))
+        return self._node("Reshape", [w, self._ints([*w.shape, 1, 1])], (*w.shape, 1, 1))
+
+    def _same(self, op_type: str, x: Sym, **attrs) -> Sym:
+        return self._node(op_type, [x], x.shape, x.vec4d, **attrs)
+
+    # ------------------------------------------------------------------ primitives
+    def conv2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
+        x, w, b = self._tensor(x), self._tensor(w), self._tensor(b)
+        x_shape = (*x.shape, 1, 1) if x.vec4d else x.shape  # a 1x1 conv on a squeezed vector
+        out_shape = shapes.conv2d(x_shape, w.shape, stride, padding, dilation, groups)
+        kh, kw = w.shape[2:]
+        top, bottom, left, right = padding
+        if ("strided_conv_pad" in self.workarounds and stride[1] > 1 and kw > 1 and (groups == 1 or w.shape[1] > 1)
+                and not x.vec4d and (self._symbolic or (out_shape[3] == 1 and out_shape[2] >= 2))):
+            return self._conv_padded_right(x, w, b, out_shape, stride, padding, dilation, groups)
+        return self._node("Conv", [x, w, b], out_shape, kernel_shape=[kh, kw],
+                          strides=list(stride), pads=[top, left, bottom, right],  # ONNX: begins, then ends
+                          dilations=list(dilation), group=int(groups))
+
+    def _conv_padded_right(self, x, w, b, out_shape, stride, padding, dilation, groups):
+        """The same convolution on ``x`` padded on the right by one stride (exactly one more output
+        column, whatever the width), that column sliced off again: OpenVINO 2026.4's AMX bfloat16
+        convolution kernel (``brgconv_avx512_amx_bf16``) returns garbage (~1e35, uninitialised
+        memory) for a stride-2 3x3 convolution of >= 256 channels whose output is one column wide
+        and 2+ rows high, grouped or not, batch 1 or more (found by validate's SE-ResNeXt-50 model
+        check at 33x27; then SE-ResNet-50 at 37x29; 54 of 1728 shapes of a grid; f32, 1x1 and
+        stride-1 kernels, depthwise, and the padded form are right).
+
+        The padded form has bugs of its own on a one-column input (OpenVINO 2026.4, bfloat16 on an
+        AVX512_BF16 CPU without AMX, 2 threads): a segfault for <= 32 output channels and 1-2 rows
+        (the deep stem's first convolution at a 1x1 or 2x1 input), garbage (rel err ~1) for grouped
+        convolutions in a dynamic-shape graph. Hence only where the trigger is (a static graph's
+        one-column, 2+ row outputs) and only on a CPU with AMX (the backend's choice)."""
+        n, c, h, wd = x.shape
+        sw = stride[1]
+        padded = self._node("Pad", [x, self._ints([0, 0, 0, 0, 0, 0, 0, sw])], (n, c, h, wd + sw), mode="constant")
+        kh, kw = w.shape[2:]
+        top, bottom, left, right = padding
+        wide = (*out_shape[:3], out_shape[3] + 1)
+        y = self._node("Conv", [padded, w, b], wide, kernel_shape=[kh, kw], strides=list(stride),
+                       pads=[top, left, bottom, right], dilations=list(dilation), group=int(groups))
+        return self._node("Slice", [y, self._ints([0]), self._ints([-1]), self._ints([3])], out_shape)
+
+    def linear(self, x, w, b=None):
+        x, w, b = self._tensor(x), self._tensor(w), self._tensor(b)
+        x = self._vec2d(x)
+        return self._node("Gemm", [x, w, b], shapes.linear(x.shape, w.shape), transB=1)
+
+    def batch_norm(self, x, mean, var, weight, bias, eps):
+        x, mean, var, weight, bias = map(self._tensor, (x, mean, var, weight, bias))
+        return self._node("BatchNormalization", [x, weight, bias, mean, var], x.shape, x.vec4d,
+                          epsilon=float(eps))
+
+    def relu(self, x):
+        return self._same("Relu", self._tensor(x))
+
+    def relu6(self, x):
+        x = self._tensor(x)
+        return self._node("Clip", [x, self._scalar(0.0), self._scalar(6.0)], x.shape, x.vec4d)
+
+    def sigmoid(self, x):
+        return self._same("Sigmoid", self._tensor(x))
+
+    def hard_sigmoid(self, x):
+        return self._same("HardSigmoid", self._tensor(x), alpha=1.0 / 6.0, beta=0.5)
+
+    def hard_swish(self, x):
+        return self._same("HardSwish", self._tensor(x))
+
+    def _pool(self, op_type, x, kernel, stride, padding, ceil_mode, count_include_pad=None):
+        """A MaxPool or AveragePool node with PyTorch's output, in the forms :data:`WORKAROUNDS` asks for."""
+        x = self._tensor(x)
+        if x.vec4d:
+            raise OnnxExportError(f"ONNX export: {op_type} needs an NCHW feature map; got an (N, C) vector")
+        want = shapes.pool2d(x.shape, kernel, stride, padding, ceil_mode,
+                             "max_pool2d" if op_type == "MaxPool" else "avg_pool2d")
+        (ph, pw), (sh, sw), in_hw = padding, stride, x.shape[2:]
+        pads = [ph, pw, ph, pw]  # ONNX: begins, then ends
+        attrs = {} if count_include_pad is None else {"count_include_pad": int(bool(count_include_pad))}
+        ceil = bool(ceil_mode)
+        if (ceil and count_include_pad and any(padding)
+                and self.workarounds & {"ceil_avg_pool_pads", "ceil_pool_end_pads"}):
+            # ceil_avg_pool_pads (the end-pads form needs it too: its extra padding must not count)
+            n, c, h, w = x.shape
+            x = self._node("Pad", [x, self._ints([0, 0, ph, pw, 0, 0, ph, pw])], (n, c, h + 2 * ph, w + 2 * pw),
+                           mode="constant")
+            pads, attrs["count_include_pad"] = [0, 0, 0, 0], 0
+        end_pads = ceil and "ceil_pool_end_pads" in self.workarounds
+        if end_pads:  # e from the pool's own padding, also after the explicit Pad above
+            pads[2] += max(0, min(sh - 1, kernel[0] - ph - 1))
+            pads[3] += max(0, min(sw - 1, kernel[1] - pw - 1))
+            ceil = False
+            if attrs:  # any padding is input by now (Pad above) or there is none: only the overhang is out
+                attrs["count_include_pad"] = 0
+        got = want
+        if ceil and not self._symbolic and "ceil_pool_slice" in self.workarounds:
+            got = (*want[:2], *(shapes.ceil_pool_size_kept(size, k, s, p) for size, k, s, p in
+                                zip(in_hw, kernel, stride, padding)))
+        y = self._node(op_type, [x], got, kernel_shape=list(kernel), strides=list(stride), pads=pads,
+                       ceil_mode=int(ceil), **attrs)
+        if got != want:
+            y = self._node("Slice", [y, self._ints([0, 0]), self._ints(list(want[2:])), self._ints([2, 3])], want)
+        return y
+
+    def max_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False):
+        return self._pool("MaxPool", x, kernel, stride, padding, ceil_mode)
+
+    def avg_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
+        return self._pool("AveragePool", x, kernel, stride, padding, ceil_mode, count_include_pad)
+
+    def global_avg_pool(self, x):
+        x = self._tensor(x)
+        return self._node("GlobalAveragePool", [x], shapes.global_avg_pool(x.shape), vec4d=True)
+
+    def _binary(self, op_type, a, b):
+        a, b = self._tensor(a), self._tensor(b)
+        if a.vec4d != b.vec4d:
+            a, b = self._vec4d(a), self._vec4d(b)
+        return self._node(op_type, [a, b], shapes.same(op_type.lower(), a.shape, b.shape), a.vec4d)
+
+    def add(self, a, b):
+        return self._binary("Add", a, b)
+
+    def maximum(self, a, b):
+        return self._binary("Max", a, b)
+
+    def mul_channel(self, x, s):
+        x, s = self._tensor(x), self._tensor(s)
+        return self._node("Mul", [x, self._vec4d(s)], shapes.mul_channel(x.shape, s.shape))
+
+    def mul_pixel(self, x, q):
+        x, q = self._tensor(x), self._tensor(q)
+        return self._node("Mul", [x, q], shapes.mul_pixel(x.shape, q.shape))
+
+    def upsample_nearest2x(self, x):
+        x = self._tensor(x)
+        scales = self._initializer(np.asarray([1, 1, 2, 2], np.float32), "scales", key="scales2x")
+        # asymmetric + floor is exactly out[i] = in[i // 2], PyTorch's nearest rule
+        return self._node("Resize", [x, None, scales], shapes.upsample_nearest2x(x.shape), mode="nearest",
+                          coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+
+    def concat_channels(self, xs):
+        xs = [self._tensor(x) for x in xs]
+        return self._node("Concat", xs, shapes.concat_channels([x.shape for x in xs]), axis=1)
+
+    # ------------------------------------------------------------------ fused ops in graph form
+    def excite(self, z, w1, b1, w2, b2, act="relu", gate="sigmoid"):
+        """FC -> act -> FC -> gate as 1x1 Convs on the (N, C, 1, 1) squeeze: no Flatten/Gemm/Unsqueeze."""
+        z = self._vec4d(self._tensor(z))
+        w1, b1, w2, b2 = map(self._tensor, (w1, b1, w2, b2))
+        h = self.act(act, self._conv1x1(z, w1, b1))
+        return self.act(gate, self._conv1x1(h, w2, b2))
+
+    def _conv1x1(self, v: Sym, w: Sym, b: Sym | None) -> Sym:
+        w = self._conv_weight(w)
+        return self._node("Conv", [v, w, b], (v.shape[0], w.shape[0]), vec4d=True, kernel_shape=[1, 1])
+
+    # ------------------------------------------------------------------ tracing a module
+    def trace(self, module, input_shape: tuple, graph_name: str = "se_multi", symbolic_hw: bool = False):
+        """Run ``module.forward`` on a symbolic NCHW input of ``input_shape`` -> ModelProto.
+
+        The trace runs at ``input_shape`` (its shape checks included); with ``symbolic_hw``
+        the graph declares its input's H and W (and a feature-map output's) as symbolic
+        dimensions: no node depends on them, so one graph serves every input size that fits.
+        """
+        self._symbolic = symbolic_hw
+        x = self.graph_input(INPUT_NAME, input_shape)
+        y = self.output(module(self, self.input(x)))
+        proto = self.to_model([y], [OUTPUT_NAME], graph_name)
+        if symbolic_hw:
+            for is_input, values in ((True, proto.graph.input), (False, proto.graph.output)):
+                for value in values:
+                    dims = value.type.tensor_type.shape.dim
+                    for axis, name in zip((2, 3), SPATIAL_DIMS):
+                        if len(dims) > axis:
+                            dims[axis].Clear()  # an output's H and W: unknown, derived by the runtime
+                            if is_input:
+                                dims[axis].dim_param = name
+        return proto
