@@ -23,9 +23,9 @@ from se_multi.backends.numpy_backend import NumpyBackend
 REPO = Path(__file__).resolve().parents[1]
 #: dtypes each backend is validated in: float32 everywhere, float64 where the reference's
 #: own precision can be matched, and the reduced precisions (whose bias and precision checks
-#: must pass honest backends); MLX's float16 is left to its own run (3 min on 2 cores)
+#: must pass honest backends)
 EXTRA_DTYPES = {"numpy": ("float64",), "torch": ("float64", "float16", "bfloat16"), "onnxruntime": ("float16",),
-                "openvino": ("bfloat16",), "mlx": ("bfloat16",)}
+                "openvino": ("bfloat16",), "mlx": ("float16", "bfloat16")}
 #: backend dtypes that run only where the CPU has the hardware (OpenVINO refuses bf16 elsewhere)
 NEEDS_CPU_DTYPE = {("openvino", "bfloat16")}
 
