@@ -251,3 +251,27 @@ def test_quantize_refuses_a_wrong_output_before_calibrating(tmp_path, capsys):
     assert main(["quantize", SMALL, str(tmp_path / "m.bin"), "--calibration", "3"]) == 3
     assert "must end in .xml (OpenVINO IR) or .onnx" in capsys.readouterr().err
     assert main(["quantize", SMALL, str(tmp_path / "m.xml"), "--calibration", "0"]) == 3
+
+
+def test_validate_at_int8_checks_whole_models_only_and_their_precision():
+    """int8 is a row of validate's one tolerance table: whole models against 1e-1, a precision
+    floor (a backend that says int8 and computes in float32 fails it), no op checks."""
+    from se_multi import conformance as C
+
+    row = C.policy_for("int8")
+    assert row.models_only and row.model == MODEL_TOLERANCE and "int8" not in C.TOLERANCES
+    with pytest.raises(ValueError, match="int8 has no op tolerance"):
+        C.tolerance_for("int8", "op")
+    engine = "onnxruntime"  # the quicker to calibrate
+    _need(engine)
+    ops = se_multi.get_backend(engine, dtype="int8", calibration=4)
+    checks = [C.model_check(SMALL, (1, 3, 41, 33)), C.conv2d_check(*C.CONV_CASES[0])]
+    with pytest.warns(CalibrationWarning):
+        result = C.run_suite(ops, checks=checks)
+    assert [c.op for c in result.checks] == [f"model {SMALL}", "precision"] and result.passed, result.checks
+    honest = result.checks[0].max_rel
+    # the same model computed in float32 but called int8: its errors are float32-sized
+    fake = C.whole_model_checks([C.CheckResult("m", f"model {SMALL}", 1e-7, 3e-7, 1e-1, True, bias=0.0,
+                                               level="model")], "int8")
+    assert [c.passed for c in fake] == [False] and "does not compute in int8" in fake[0].error
+    assert C.POLICY["int8"].floor < honest
