@@ -29,7 +29,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from se_multi.predict import Prediction, source_key
+from se_multi.predict import Prediction, printable, source_key
 
 
 def _cuda(backend: Any, device: Any) -> bool:
@@ -99,7 +99,7 @@ def predict_with_ray(paths: Sequence[str], model: str, *, address: str | None = 
         key = source_key(p)
         if not os.path.isfile(p):
             early.append(Prediction(p, error=f"image not found: {p}", key=key, origin=key))
-        elif not _utf8(key):
+        elif printable(key) != key:  # not UTF-8: shown escaped, unreadable for Ray Data
             early.append(Prediction(p, error="the file name is not UTF-8, and Ray Data reads UTF-8 paths only; "
                                              "predict it without --ray", key=key, origin=key))
         else:
@@ -137,14 +137,6 @@ def predict_with_ray(paths: Sequence[str], model: str, *, address: str | None = 
     finally:
         if started:
             ray.shutdown()
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
 
 
 def _named(p: Prediction, key: str, origin: str, names: dict[str, str]) -> Prediction:

@@ -137,7 +137,7 @@ class ResultStore:
             raise ValueError(f"--output {self.output}: is a directory; expected a results file")
         self.output.parent.mkdir(parents=True, exist_ok=True)
         self._db: sqlite3.Connection | None = None
-        self._exported_at = self._started = time.monotonic()
+        self._exported_at = time.monotonic()
         self._export_cost = 0.0
         self._dirty = False
         fresh = not self.path.exists()
