@@ -17,7 +17,7 @@ import numpy as np
 from se_multi import checkpoint
 from se_multi.models import loading
 from se_multi.files import atomic_output
-from se_multi.nn import check_state
+from se_multi.nn import check_state, key_mismatches
 
 __all__ = ["convert_checkpoint", "detect_model"]
 
@@ -43,10 +43,7 @@ def _fit(model_name: str, state: dict) -> tuple[dict, dict, str]:
 def _keys_off(model_name: str, state: dict) -> int:
     """Missing + unexpected + mis-shaped keys of ``state`` for ``model_name`` (0 = it fits)."""
     native, _, _, specs = _native_for(model_name, state)
-    missing = sum(k not in native for k in specs)
-    unexpected = sum(k not in specs and not k.endswith("num_batches_tracked") for k in native)
-    misshaped = sum(k in native and tuple(np.shape(native[k])) != s.shape for k, s in specs.items())
-    return missing + unexpected + misshaped
+    return sum(len(keys) for keys in key_mismatches(specs, native).values())
 
 
 def detect_model(state: dict) -> str:

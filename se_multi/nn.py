@@ -174,22 +174,27 @@ def _listing(label: str, items: list[str]) -> str:
     return f"{len(items)} {label}: {', '.join(items[:5])}{more}"
 
 
+def key_mismatches(specs: dict[str, ParamSpec], state: dict) -> dict[str, list[str]]:
+    """``{"missing": [...], "unexpected": [...], "mis-shaped": [...]}``: the keys of ``state`` that
+    do not fit ``specs`` (a mis-shaped one as ``key: expected ..., got ...``). Integer bookkeeping
+    buffers the model ignores (``num_batches_tracked``, a training counter) are not unexpected.
+    :func:`check_state` reports these; ``se-multi convert`` counts them to find the closest model."""
+    ignorable = lambda k: k.endswith("num_batches_tracked")  # noqa: E731  (a training counter)
+    return {
+        "missing": [k for k in specs if k not in state],
+        "unexpected": [k for k in state if k not in specs and not ignorable(k)],
+        "mis-shaped": [f"{k}: expected {specs[k].shape}, got {tuple(np.shape(state[k]))}"
+                       for k in specs if k in state and tuple(np.shape(state[k])) != specs[k].shape],
+    }
+
+
 def check_state(specs: dict[str, ParamSpec], state: dict[str, np.ndarray], what: str = "checkpoint") -> None:
     """Raise one :class:`StateDictError` listing what makes ``state`` unusable for ``specs``:
-    missing, unexpected and mis-shaped keys; then, for the tensors the model uses, any that is
-    not floating point (an integer, bool or complex weight would be cast silently), holds NaN or
-    Inf, or is a BatchNorm running variance with a negative entry (each gives NaN outputs).
-    Integer bookkeeping buffers the model ignores (``num_batches_tracked``) are fine."""
-    ignorable = lambda k: k.endswith("num_batches_tracked")  # noqa: E731  (a training counter)
-    missing = [k for k in specs if k not in state]
-    unexpected = [k for k in state if k not in specs and not ignorable(k)]
-    misshaped = [
-        f"{k}: expected {specs[k].shape}, got {tuple(np.shape(state[k]))}"
-        for k in specs
-        if k in state and tuple(np.shape(state[k])) != specs[k].shape
-    ]
-    parts = [_listing(f"{label} key(s)", items) for label, items in
-             (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if items]
+    missing, unexpected and mis-shaped keys (:func:`key_mismatches`); then, for the tensors the
+    model uses, any that is not floating point (an integer, bool or complex weight would be cast
+    silently), holds NaN or Inf, or is a BatchNorm running variance with a negative entry (each
+    gives NaN outputs). Integer bookkeeping buffers the model ignores (``num_batches_tracked``) are fine."""
+    parts = [_listing(f"{label} key(s)", items) for label, items in key_mismatches(specs, state).items() if items]
     if not parts:
         not_float, not_finite, negative_var = [], [], []
         for key, spec in specs.items():
