@@ -286,11 +286,8 @@ class CupyBackend(Backend):
         return out
 
     def excite(self, z, w1, b1, w2, b2, act="relu", gate="sigmoid"):
-        n, c = z.shape
+        n, c = shapes.excite(z.shape, w1.shape, w2.shape)
         hidden = w1.shape[0]
-        if w1.shape != (hidden, c) or w2.shape != (c, hidden):
-            raise ValueError(f"excite: z is (N, {c}); expected w1 ({hidden}, {c}) and w2 ({c}, {hidden}), "
-                             f"got {tuple(w1.shape)} and {tuple(w2.shape)}")
         out = self._empty((n, c))
         grid, block, shared = K.excite_config(n, c, hidden)
         self._launch("se_excite", grid, block, shared, z=self._cp.ascontiguousarray(z), w1=w1,
@@ -317,9 +314,7 @@ class CupyBackend(Backend):
 
     def spatial_gate(self, x, w, b):
         n, c, h, wd = x.shape
-        if w.size != c:
-            raise ValueError(f"spatial_gate: x has {c} channels; expected a (1, {c}, 1, 1) weight, got {tuple(w.shape)}")
-        out = self._empty((n, 1, h, wd))
+        out = self._empty(shapes.spatial_gate(x.shape, w.shape))
         return self._elementwise("sse_gate", out, x=self._cp.ascontiguousarray(x), w=w.reshape(c),
                                  bias=w.reshape(c) if b is None else b, pixels=n * h * wd, hw=h * wd,
                                  channels=c, has_bias=int(b is not None))

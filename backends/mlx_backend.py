@@ -360,8 +360,7 @@ class MlxBackend(Backend):
         _, h, w, _ = x.shape
         (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
         _, _, ho, wo = shapes.pool2d(self.shape(x), kernel, stride, padding, ceil_mode, op)
-        eh = max(0, (ho - 1) * sh + kh - (h + 2 * ph))
-        ew = max(0, (wo - 1) * sw + kw - (w + 2 * pw))
+        eh, ew = shapes.pool_overhang(h, ho, kh, sh, ph), shapes.pool_overhang(w, wo, kw, sw, pw)
         return (ph, ph + eh, pw, pw + ew), (ho, wo)
 
     def max_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False):

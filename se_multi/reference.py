@@ -112,8 +112,7 @@ def _pool_windows(x, kernel, stride, padding, ceil_mode, fill, op="max_pool2d"):
     ph, pw = padding
     _, _, ho, wo = shapes.pool2d(x.shape, kernel, stride, padding, ceil_mode, op)
     # right/bottom extra so every (ceil-mode) window is complete
-    eh = max(0, (ho - 1) * sh + kh - (h + 2 * ph))
-    ew = max(0, (wo - 1) * sw + kw - (w + 2 * pw))
+    eh, ew = shapes.pool_overhang(h, ho, kh, sh, ph), shapes.pool_overhang(w, wo, kw, sw, pw)
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph + eh), (pw, pw + ew)), constant_values=fill)
     win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw]
     return win, (ho, wo), (eh, ew)

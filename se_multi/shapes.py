@@ -47,6 +47,13 @@ def pool_output_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: b
     return out
 
 
+def pool_overhang(size: int, out: int, kernel: int, stride: int, pad: int) -> int:
+    """How far a pool's last window (of ``out``) reaches past the padded input along one axis:
+    ``max(0, (out - 1) * stride + kernel - (size + 2 * pad))``, non-zero only in ``ceil_mode``.
+    Padding the end by it makes every window complete; PyTorch never counts it in a divisor."""
+    return max(0, (out - 1) * stride + kernel - (size + 2 * pad))
+
+
 def _dims(shape) -> tuple:
     """A shape as ints; a symbolic dimension (an ONNX graph's ``"batch"``) stays a name."""
     return tuple(d if isinstance(d, str) else int(d) for d in shape)
@@ -142,6 +149,32 @@ def concat_channels(shapes: Sequence):
         raise ShapeError("concat_channels", f"N, H and W must agree; got {[_fmt(s) for s in shapes]}")
     n, _, h, w = shapes[0]
     return n, sum(s[1] for s in shapes), h, w
+
+
+def elementwise(x_shape):
+    """A unary elementwise op (an activation, batch norm): the input's shape."""
+    return _dims(x_shape)
+
+
+def excite(z_shape, w1_shape, w2_shape):
+    """(N, C) output of SE's excitation FC -> act -> FC -> gate on a squeezed ``z`` (N, C), with
+    ``w1`` (hidden, C) and ``w2`` (C, hidden)."""
+    z_shape, w1_shape, w2_shape = _dims(z_shape), _dims(w1_shape), _dims(w2_shape)
+    if len(z_shape) != 2 or len(w1_shape) != 2:
+        raise ShapeError("excite", f"z {z_shape} and w1 {w1_shape}: expected (N, C) and (hidden, C)")
+    c, hidden = z_shape[1], w1_shape[0]
+    if w1_shape != (hidden, c) or w2_shape != (c, hidden):
+        raise ShapeError("excite", f"z is (N, {c}); expected w1 ({hidden}, {c}) and w2 ({c}, {hidden}), "
+                                   f"got {w1_shape} and {w2_shape}")
+    return z_shape
+
+
+def spatial_gate(x_shape, w_shape):
+    """(N, 1, H, W) gate map of sSE's 1x1 conv C -> 1 (weight (1, C, 1, 1)) and sigmoid."""
+    n, c, h, w = _nchw("spatial_gate", x_shape)
+    if _dims(w_shape) != (1, c, 1, 1):
+        raise ShapeError("spatial_gate", f"x has {c} channels; expected a (1, {c}, 1, 1) weight, got {_dims(w_shape)}")
+    return n, 1, h, w
 
 
 def ceil_pool_size_kept(size: int, kernel: int, stride: int, pad: int) -> int:
