@@ -68,7 +68,7 @@ from typing import Sequence
 
 import numpy as np
 
-from se_multi import shapes
+from se_multi import op_table, shapes
 from se_multi.backend import Backend, BackendUnavailable
 from se_multi.cache import graph_cache_size as checked_cache_size
 
@@ -77,12 +77,9 @@ COMPILE_ENV_VAR = "SE_MULTI_MLX_COMPILE"
 CONV_IMPLS = ("auto", "im2col", "conv2d")
 DEVICES = (None, "cpu", "gpu")
 
-# every op a model calls; wrapped in ``mx.stream(device)`` when the device is not MLX's default
-_OPS = (
-    "asarray", "input", "output", "param", "conv2d", "linear", "batch_norm", "relu", "relu6",
-    "sigmoid", "hard_sigmoid", "hard_swish", "max_pool2d", "avg_pool2d", "global_avg_pool", "add",
-    "maximum", "mul_channel", "mul_pixel", "upsample_nearest2x", "concat_channels",
-) + Backend.FUSED_OPS
+# every op a model calls (the op table's, and the array conversions); wrapped in
+# ``mx.stream(device)`` when the device is not MLX's default
+_OPS = ("asarray", "input", "output", "param", *op_table.NAMES)
 
 
 def _stream_bound(method, device):

@@ -1,6 +1,6 @@
 """NumPy backend: the reference maths as a backend (float32 and float64, NCHW, CPU).
 
-Every primitive is the reference's, except where the same maths has a faster NumPy
+Every primitive is the reference's (set from :mod:`se_multi.op_table`), except where the same maths has a faster NumPy
 formulation (the conformance suite checks these against the reference like any backend):
 
 - a k x k convolution (groups = 1) gathers its im2col matrix tap by tap straight into
@@ -16,9 +16,11 @@ Measured on SE-ResNet-50 at 224x224, batch 1, float32 (2 cores): see the README.
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 
-from se_multi import dispatch, shapes
+from se_multi import dispatch, op_table, shapes
 from se_multi import reference as ref
 from se_multi.backend import Backend
 
@@ -42,7 +44,8 @@ class NumpyBackend(Backend):
     def to_numpy(x):
         return np.asarray(x)
 
-    # primitives: the reference, or the same maths formulated for speed (module docstring)
+    # primitives: the same maths formulated for speed (module docstring); every primitive not
+    # written out here is the reference's own function, set below the class from the op table
     def conv2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
         if groups != 1 or w.shape[2:] == (1, 1):
             return ref.conv2d(x, w, b, stride, padding, dilation, groups)
@@ -51,24 +54,8 @@ class NumpyBackend(Backend):
             out += b.reshape(1, -1, 1, 1)
         return out
 
-    def linear(self, x, w, b=None):
-        return ref.linear(x, w, b)
-
     def batch_norm(self, x, mean, var, weight, bias, eps):
         return ref.batch_norm(x, mean, var, weight, bias, eps).astype(self._dt, copy=False)
-
-    relu = staticmethod(ref.relu)
-    relu6 = staticmethod(ref.relu6)
-    sigmoid = staticmethod(ref.sigmoid)
-    hard_sigmoid = staticmethod(ref.hard_sigmoid)
-    hard_swish = staticmethod(ref.hard_swish)
-    global_avg_pool = staticmethod(ref.global_avg_pool)
-    add = staticmethod(ref.add)
-    maximum = staticmethod(ref.maximum)
-    mul_channel = staticmethod(ref.mul_channel)
-    mul_pixel = staticmethod(ref.mul_pixel)
-    upsample_nearest2x = staticmethod(ref.upsample_nearest2x)
-    concat_channels = staticmethod(ref.concat_channels)
 
     def max_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False):
         win, _, _ = ref._pool_windows(x, kernel, stride, padding, ceil_mode, -np.inf)
@@ -97,6 +84,12 @@ class NumpyBackend(Backend):
     def avg_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
         return ref.avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad).astype(self._dt, copy=False)
 
+
+for _name in op_table.PRIMITIVES:
+    if _name not in NumpyBackend.__dict__:
+        setattr(NumpyBackend, _name, staticmethod(op_table.OPS[_name].reference))
+abc.update_abstractmethods(NumpyBackend)
+del _name
 
 #: activations applied in place (the others allocate anyway: exp, division)
 _INPLACE = (None, "relu", "relu6")

@@ -28,16 +28,13 @@ from typing import Callable
 
 import numpy as np
 
-from se_multi.backend import Backend, GraphBackend
+from se_multi import op_table
+from se_multi.backend import GraphBackend
 from se_multi.cache import OP_GRAPHS_PER_BACKEND, BoundedCache
 from se_multi.dispatch import to_numpy
 
 #: op-table methods run as one-op graphs (the fused ops too: their ONNX form differs from the defaults)
-OPS = (
-    "conv2d", "linear", "batch_norm", "relu", "relu6", "sigmoid", "hard_sigmoid", "hard_swish",
-    "max_pool2d", "avg_pool2d", "global_avg_pool", "add", "maximum", "mul_channel", "mul_pixel",
-    "upsample_nearest2x", "concat_channels", *Backend.FUSED_OPS,
-)
+OPS = op_table.NAMES
 
 
 class _Slot:

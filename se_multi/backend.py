@@ -55,10 +55,12 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from se_multi import op_table
+
 Array = Any  # a backend's native array type
 
 #: Activation and gate names an op may receive; each maps to a primitive method.
-ACTIVATIONS = ("relu", "relu6", "sigmoid", "hard_sigmoid", "hard_swish")
+ACTIVATIONS = op_table.ACTIVATIONS
 
 
 class BackendUnavailable(RuntimeError):
@@ -346,76 +348,9 @@ class Backend(abc.ABC):
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ primitives
-    @abc.abstractmethod
-    def conv2d(self, x: Array, w: Array, b: Array | None = None, stride=(1, 1),
-               padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1) -> Array:
-        """2-D cross-correlation (PyTorch ``conv2d`` semantics), grouped and depthwise included."""
-
-    @abc.abstractmethod
-    def linear(self, x: Array, w: Array, b: Array | None = None) -> Array:
-        """``x @ w.T + b`` for ``x`` of shape (N, in)."""
-
-    @abc.abstractmethod
-    def batch_norm(self, x: Array, mean: Array, var: Array, weight: Array, bias: Array,
-                   eps: float) -> Array:
-        """Inference batch norm over channels (running statistics)."""
-
-    @abc.abstractmethod
-    def relu(self, x: Array) -> Array:
-        """``max(x, 0)``, elementwise."""
-
-    @abc.abstractmethod
-    def relu6(self, x: Array) -> Array:
-        """``min(max(x, 0), 6)``, elementwise."""
-
-    @abc.abstractmethod
-    def sigmoid(self, x: Array) -> Array:
-        """``1 / (1 + exp(-x))``, elementwise (the SE gate)."""
-
-    @abc.abstractmethod
-    def hard_sigmoid(self, x: Array) -> Array:
-        """PyTorch's definition: ``relu6(x + 3) / 6``."""
-
-    @abc.abstractmethod
-    def hard_swish(self, x: Array) -> Array:
-        """``x * relu6(x + 3) / 6``."""
-
-    @abc.abstractmethod
-    def max_pool2d(self, x: Array, kernel, stride, padding=(0, 0), ceil_mode: bool = False) -> Array:
-        """Max pool; ``kernel``/``stride``/``padding`` are (h, w); PyTorch ``ceil_mode`` rule."""
-
-    @abc.abstractmethod
-    def avg_pool2d(self, x: Array, kernel, stride, padding=(0, 0), ceil_mode: bool = False,
-                   count_include_pad: bool = True) -> Array:
-        """Average pool with PyTorch's divisor rules."""
-
-    @abc.abstractmethod
-    def global_avg_pool(self, x: Array) -> Array:
-        """Mean over H and W: feature map -> (N, C)."""
-
-    @abc.abstractmethod
-    def add(self, a: Array, b: Array) -> Array:
-        """``a + b``: two feature maps of one shape."""
-
-    @abc.abstractmethod
-    def maximum(self, a: Array, b: Array) -> Array:
-        """Elementwise ``max(a, b)``: two feature maps of one shape."""
-
-    @abc.abstractmethod
-    def mul_channel(self, x: Array, s: Array) -> Array:
-        """``x[n, c, h, w] * s[n, c]`` (channel-wise broadcast)."""
-
-    @abc.abstractmethod
-    def mul_pixel(self, x: Array, q: Array) -> Array:
-        """``x[n, c, h, w] * q[n, 0, h, w]`` (pixel-wise broadcast)."""
-
-    @abc.abstractmethod
-    def upsample_nearest2x(self, x: Array) -> Array:
-        """Nearest-neighbour upsampling by 2: every pixel repeated 2x2, (H, W) -> (2H, 2W)."""
-
-    @abc.abstractmethod
-    def concat_channels(self, xs: Sequence[Array]) -> Array:
-        """Feature maps of one N, H, W concatenated along channels, in order."""
+    # The abstract primitives (conv2d, linear, ..., concat_channels) are the op table's
+    # (:mod:`se_multi.op_table`): added below the class, each with the table's docstring and the
+    # reference function's signature.
 
     # ------------------------------------------------------------------ dispatch helpers
     def act(self, name: str | None, x: Array) -> Array:
@@ -467,11 +402,26 @@ class Backend(abc.ABC):
             return self.maximum(cse, sse)
         raise ValueError(f"scSE mode must be 'add' or 'max'; got {mode!r}")
 
-    #: names of the fused ops above; the conformance suite checks each one
-    FUSED_OPS: ClassVar[tuple[str, ...]] = (
-        "conv2d_act", "squeeze", "excite", "scale", "scale_add_relu", "add_relu",
-        "spatial_gate", "scse",
-    )
+    #: names of the fused ops above (:data:`se_multi.op_table.FUSED_OPS`); the conformance suite checks each one
+    FUSED_OPS: ClassVar[tuple[str, ...]] = op_table.FUSED_OPS
+
+
+def _abstract_primitive(op: op_table.Op):
+    """``Backend``'s abstract method for a primitive of the op table."""
+
+    def method(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not implement the primitive {op.name}")
+
+    method.__name__, method.__qualname__ = op.name, f"Backend.{op.name}"
+    method.__doc__ = op.doc
+    method.__signature__ = op_table.signature(op)
+    return abc.abstractmethod(method)
+
+
+for _name in op_table.PRIMITIVES:
+    setattr(Backend, _name, _abstract_primitive(op_table.OPS[_name]))
+abc.update_abstractmethods(Backend)
+del _name
 
 
 class GraphBackend(Backend):

@@ -169,6 +169,57 @@ def concat_channels(xs):
     return np.concatenate(list(xs), axis=1)
 
 
+# --------------------------------------------------------------------------- fused ops
+# The definitions of the fused ops, written out on the primitives above (the op table's
+# ``reference``); ``Backend``'s defaults compose the same primitives on a backend.
+#: the activations and gates an op may name (``act=``, ``gate=``), each one of the functions above
+ACTIVATIONS = ("relu", "relu6", "sigmoid", "hard_sigmoid", "hard_swish")
+
+
+def activation(name, x):
+    """The activation or gate called ``name`` (``None``: identity)."""
+    if name is None:
+        return x
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
+    return globals()[name](x)
+
+
+def conv2d_act(x, w, b, act, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
+    return activation(act, conv2d(x, w, b, stride, padding, dilation, groups))
+
+
+def squeeze(x):
+    return global_avg_pool(x)
+
+
+def excite(z, w1, b1, w2, b2, act="relu", gate="sigmoid"):
+    return activation(gate, linear(activation(act, linear(z, w1, b1)), w2, b2))
+
+
+def scale(x, s):
+    return mul_channel(x, s)
+
+
+def scale_add_relu(x, s, residual):
+    return relu(add(mul_channel(x, s), residual))
+
+
+def add_relu(a, b):
+    return relu(add(a, b))
+
+
+def spatial_gate(x, w, b):
+    return sigmoid(conv2d(x, w, b))
+
+
+def scse(x, s, q, mode="add"):
+    cse, sse = mul_channel(x, s), mul_pixel(x, q)
+    if mode not in ("add", "max"):
+        raise ValueError(f"scSE mode must be 'add' or 'max'; got {mode!r}")
+    return add(cse, sse) if mode == "add" else maximum(cse, sse)
+
+
 # --------------------------------------------------------------------------- channel rounding
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
     """Round a channel count to a multiple of ``divisor`` (timm's ``make_divisible``,

@@ -7,15 +7,16 @@ model rejects a bad input before any backend sees it; ``model_info`` counts cost
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
+from se_multi import op_table
 from se_multi.backend import Backend
-from se_multi.shapes import (ShapeError, _dims, _fmt, concat_channels, conv2d, global_avg_pool, linear, mul_channel, mul_pixel,
-                             pool2d, same, upsample_nearest2x)
+from se_multi.shapes import ShapeError, _dims, _fmt, conv2d, linear, mul_channel, mul_pixel
 
 
 # =========================================================================== shape-only backend
@@ -96,32 +97,31 @@ class ShapeBackend(Backend):
 
     relu6 = sigmoid = hard_sigmoid = hard_swish = relu
 
-    def max_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False):
-        return self.out(pool2d(x.shape, kernel, stride, padding, ceil_mode, "max_pool2d"))
-
-    def avg_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
-        return self.out(pool2d(x.shape, kernel, stride, padding, ceil_mode, "avg_pool2d"))
-
-    def global_avg_pool(self, x):
-        return self.out(global_avg_pool(x.shape))
-
-    def add(self, a, b):
-        return self.out(same("add", a.shape, b.shape))
-
-    def maximum(self, a, b):
-        return self.out(same("maximum", a.shape, b.shape))
-
     def mul_channel(self, x, s):
         return self.out(mul_channel(x.shape, s.shape), s.source)
 
     def mul_pixel(self, x, q):
         return self.out(mul_pixel(x.shape, q.shape), q.source)
 
-    def upsample_nearest2x(self, x):
-        return self.out(upsample_nearest2x(x.shape))
+    # every other primitive (pools, global_avg_pool, add, maximum, upsample_nearest2x,
+    # concat_channels, ...) follows its shape rule in the op table: set below the class
 
-    def concat_channels(self, xs):
-        return self.out(concat_channels([x.shape for x in xs]))
+
+def _traced(op: op_table.Op):
+    """A primitive on shapes: the op table's shape rule on its arguments' shapes."""
+
+    def method(self, *args, **kwargs):
+        return self.out(op.output_shape(*args, **kwargs))
+
+    method.__name__, method.__doc__ = op.name, f"``{op.name}`` on shapes: its shape rule."
+    return method
+
+
+for _name in op_table.PRIMITIVES:
+    if _name not in ShapeBackend.__dict__:
+        setattr(ShapeBackend, _name, _traced(op_table.OPS[_name]))
+abc.update_abstractmethods(ShapeBackend)
+del _name
 
 
 # =========================================================================== input sizes of a model
