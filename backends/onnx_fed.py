@@ -120,7 +120,7 @@ class OnnxFedBackend(GraphBackend):
         module = getattr(model, "module", model)  # a se_multi Model or its bound Module
         shape = tuple(input_shape)
         if self.dtype == "int8":  # the float32 graph quantized once per model, then compiled
-            from se_multi.quantize import compile_int8
+            from se_multi.backends.int8 import compile_int8
 
             return compile_int8(self, module, shape)
         if self.symbolic_shapes:

@@ -66,10 +66,10 @@ class OpenVinoBackend(OnnxFedBackend):
                  threads: int | None = None, hint: str = "latency", shapes: str = "static",
                  graph_cache_size: int | None = None, calibration=None, quantize_se: bool = False):
         super().__init__(dtype, device, opset, threads, graph_cache_size)
-        from se_multi.quantize import int8_options
+        from se_multi.backends.int8 import check_options
 
-        #: int8: what calibrates the model and whether SE blocks are quantized too (se_multi.quantize)
-        self.calibration, self.quantize_se = int8_options(self.name, self.dtype, calibration, quantize_se)
+        #: int8: what calibrates the model and whether SE blocks are quantized too (se_multi.backends.int8)
+        self.calibration, self.quantize_se = check_options(self.name, self.dtype, calibration, quantize_se)
         if not isinstance(hint, str) or hint.lower() not in HINTS:
             raise ValueError(f"openvino backend: hint must be one of {', '.join(map(repr, HINTS))}; got {hint!r}")
         if shapes not in SHAPES:

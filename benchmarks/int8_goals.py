@@ -12,7 +12,7 @@ and stops: int8 speed means nothing there.
 - MobileNetV3-Large, SE-MobileNet and MobileNet: f32 / bf16 / int8 on both engines.
 
 Calibration: ``--calibration N`` seeded synthetic images through each model's preprocessing
-(the embedded default, :func:`se_multi.quantize.synthetic_images`); top-1 agreement with the same
+(the embedded default, :func:`se_multi.calibration.synthetic_images`); top-1 agreement with the same
 engine at float32 on ``--agreement`` held-out images of that source; max rel err against the NumPy
 float64 reference on the benchmark input. Seeded weights and generated inputs: agreement, not
 ImageNet accuracy.
@@ -30,8 +30,8 @@ import se_multi
 from se_multi.bench import time_interleaved
 from se_multi.cpu import cpu_info
 from se_multi.init import recipe_input
-from se_multi.metrics import max_rel_error
-from se_multi.quantize import calibration_set, quantize_graph, topk_agreement
+from se_multi.metrics import max_rel_error, topk_agreement
+from se_multi.quantize import calibration_set
 
 
 def _peer_int8(model: str, size: int, arrays):

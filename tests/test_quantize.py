@@ -14,10 +14,10 @@ import pytest
 import se_multi
 from se_multi import nn
 from se_multi.init import recipe_input
-from se_multi.metrics import max_rel_error
+from se_multi.backends.int8 import MarkingRecorder, float_nodes, marked_graph, node_roles, quantize_graph
+from se_multi.metrics import mask_agreement, max_rel_error, mean_rel_error, topk_agreement
 from se_multi.models import build_model, create_model
-from se_multi.quantize import (MODEL_TOLERANCE, CalibrationWarning, MarkingRecorder, calibration_set, float_nodes, mask_agreement,
-                               marked_graph, node_roles, output_engine, quantize, quantize_graph, topk_agreement)
+from se_multi.quantize import MODEL_TOLERANCE, CalibrationWarning, calibration_set, output_engine, quantize
 
 ENGINES = {"openvino": "nncf", "onnxruntime": "onnxruntime"}
 SMALL = "mobilenetv3_small_100"
@@ -58,6 +58,26 @@ def _se_calls(name: str) -> dict[str, int]:
 def _graph(name: str):
     pytest.importorskip("onnx")
     return marked_graph(create_model(name, backend="numpy").module)
+
+
+# ------------------------------------------------------------------ layering
+#: what an adapter (a module under backends/) must never import: the models, what preprocesses or
+#: calibrates them, and the tools above them
+ABOVE_THE_ADAPTERS = ("se_multi.models", "se_multi.quantize", "se_multi.calibration", "se_multi.preprocess",
+                      "se_multi.pretrained", "se_multi.predict", "se_multi.bench", "se_multi.conformance",
+                      "se_multi.onnx_export", "se_multi.cli", "se_multi.ray_predict", "se_multi.info")
+
+
+def test_the_int8_adapters_import_no_model_and_no_tool():
+    """The int8 engine hooks are adapters (se_multi.backends.int8); calibration data comes from
+    above (the module's own default, or se_multi.quantize.calibration): read from the source."""
+    from test_layers import import_map
+
+    edges = import_map()
+    assert "se_multi.backends.int8" in edges["se_multi.backends.onnx_fed"]
+    wrong = {m: sorted(d for d in deps if d.startswith(ABOVE_THE_ADAPTERS))
+             for m, deps in edges.items() if m.startswith("se_multi.backends")}
+    assert {m: d for m, d in wrong.items() if d} == {}
 
 
 # ------------------------------------------------------------------ the marks
@@ -192,6 +212,13 @@ def test_topk_and_mask_agreement():
     b = a.copy()
     a[0, 1, 0, 0] = 1.0  # pixel (0, 0): class 1 against class 0
     assert mask_agreement(a, b) == 0.75
+    one = np.array([[[[0.5, -1.0]]]])  # one channel: a binary map, logit > 0
+    assert mask_agreement(one, -one) == 0.0 and mask_agreement(one, 2 * one) == 1.0
+    ref, ours = np.array([[4.0, -2.0]]), np.array([[4.5, -1.0]])  # errors 0.5 and 1.0; max |ref| 4
+    assert mean_rel_error(ours, ref) == pytest.approx(0.75 / 4)
+    assert mean_rel_error(np.array([[np.nan, 0.0]]), ref) == np.inf
+    with pytest.raises(ValueError, match="k must be an int in 1..4"):
+        topk_agreement(ours[:, :1].repeat(4, 1), ours[:, :1].repeat(4, 1), 5)
 
 
 # ------------------------------------------------------------------ end to end
@@ -200,7 +227,7 @@ def test_dtype_int8_end_to_end(engine):
     """A small model quantized in memory (calibrate), run at two sizes (one quantization), against float64."""
     _need(engine)
     calls = []
-    import se_multi.quantize as q
+    import se_multi.backends.int8 as q
 
     real = q.quantize_graph
     q.quantize_graph = lambda *a, **k: calls.append(1) or real(*a, **k)
@@ -275,3 +302,4 @@ def test_validate_at_int8_checks_whole_models_only_and_their_precision():
                                                level="model")], "int8")
     assert [c.passed for c in fake] == [False] and "does not compute in int8" in fake[0].error
     assert C.POLICY["int8"].floor < honest
+

@@ -5,6 +5,7 @@ Runtime's quantizer), and its errors against float64 and float32."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import warnings
 
@@ -50,27 +51,71 @@ def calibration_source(values: list[str]):
     return values[0] if len(values) == 1 else values
 
 
+def add_int8_calibration_argument(p: argparse.ArgumentParser) -> None:
+    """``--calibration`` of the commands that quantize implicitly at ``--dtype int8`` (bench, predict)."""
+    from se_multi.calibration import DEFAULT_SAMPLES
+
+    p.add_argument("--calibration", nargs="+", default=None, metavar="N|DIR|@list",
+                   help=f"--dtype int8 only: what calibrates the model when it is quantized on its first call: N "
+                        f"seeded synthetic images (the embedded default; real images calibrate better), or images "
+                        f"(folders, files, globs, @list.txt) through the model's own preprocessing. Default: "
+                        f"{DEFAULT_SAMPLES} synthetic images, the post-training default for accuracy, which takes "
+                        f"about a minute per model on a small CPU; --calibration 16 is quick for a look")
+
+
+def int8_calibration(args: argparse.Namespace, dtypes, say) -> object:
+    """The int8 backends' ``calibration`` option from ``--calibration``, with the one-line note on
+    stderr (``say``) when the slow default is in use; ``--calibration`` without int8 is refused."""
+    from se_multi.calibration import DEFAULT_SAMPLES
+    from se_multi.quantize import backend_option
+
+    int8 = "int8" in [d.lower() for d in dtypes]
+    if args.calibration is None:
+        if int8:
+            say(f"int8: each model is calibrated on its first call on {DEFAULT_SAMPLES} seeded synthetic images (the "
+                "default; about a minute per model on a small CPU); --calibration N or images to choose")
+        return None
+    if not int8:
+        raise ValueError("--calibration applies to --dtype int8")
+    return backend_option(calibration_source(args.calibration))
+
+
+@contextlib.contextmanager
+def calibration_warnings(say):
+    """:class:`~se_multi.calibration.CalibrationWarning` as one ``warning:`` line each on stderr
+    (``say``); other libraries' warnings as Python would have shown them."""
+    from se_multi.calibration import CalibrationWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CalibrationWarning)
+        try:
+            yield
+        finally:
+            seen = set()
+            for w in caught:
+                if issubclass(w.category, CalibrationWarning):
+                    if str(w.message) not in seen:
+                        seen.add(str(w.message))
+                        say(f"warning: {w.message}")
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def run(args: argparse.Namespace) -> int:
     from se_multi.files import write_text
-    from se_multi.quantize import CalibrationWarning, format_report, quantize
+    from se_multi.quantize import format_report, quantize
 
     for name in ("held_out", "parity"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0; got {getattr(args, name)}")
     say = lambda msg: print(f"se-multi quantize: {msg}", file=sys.stderr)  # noqa: E731
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", CalibrationWarning)
+    with calibration_warnings(say):
         result = quantize(args.model, args.output, weights=args.weights,
                           calibration=calibration_source(args.calibration), samples=args.samples,
                           engine=args.engine, quantize_se=args.quantize_se,
                           fast_bias_correction=args.fast_bias_correction, held_out=args.held_out,
                           parity=args.parity, pretrained_cfg=args.pretrained_cfg, seed=args.seed,
                           report=not args.no_report, progress=say)
-    for w in caught:
-        if issubclass(w.category, CalibrationWarning):
-            say(f"warning: {w.message}")
-        else:  # another library's: as Python would have shown it
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if args.weights is None:
         say("warning: no --weights: the model has seeded (untrained) weights")
     print(format_report(result))

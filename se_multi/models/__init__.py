@@ -126,6 +126,7 @@ def create_model(name: str, weights: str | None = None, backend: Any = "auto", d
     path (``.safetensors``, ``.npz``, ``.pth``/``.pt``), or a hub id such as
     ``timm/seresnet50.a1_in1k`` (needs the ``hub`` extra and a network).
     """
+    from se_multi.calibration import DefaultCalibration
     from se_multi.models.loading import load_declared
     from se_multi.init import recipe_state
 
@@ -140,4 +141,7 @@ def create_model(name: str, weights: str | None = None, backend: Any = "auto", d
     else:
         module, state, _ = load_declared(name, weights, num_classes, **kwargs)
     ops = get_backend(backend, dtype=dtype, device=device)
-    return Model(name, module.bind(state, ops), ops)
+    bound = module.bind(state, ops)
+    # what an int8 backend calibrates it on when given no data (the adapter never preprocesses)
+    bound.calibration_default = DefaultCalibration(name, weights)
+    return Model(name, bound, ops)
