@@ -74,7 +74,7 @@ class CupyBackend(Backend):
     name = "cupy"
     package = "cupy"
     extra = "cupy"
-    dtypes = ("float32", "float16")
+    dtypes = tuple(K.CTYPES)  # the dtypes its kernels are instantiated for
 
     @classmethod
     def native_dtypes(cls) -> tuple[str, ...]:

@@ -31,16 +31,17 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from se_multi import shapes
+from se_multi.dtypes import canonical
 
 # --------------------------------------------------------------------------- dtypes
-#: compute dtype -> the C type ``T`` is instantiated with
+#: compute dtype (a name of se_multi.dtypes.TABLE; exactly CupyBackend.dtypes) -> the C type ``T`` is instantiated with
 CTYPES: dict[str, str] = {"float32": "float", "float16": "half_t"}
 
 
 def ctype(dtype: str) -> str:
     """The kernel template argument for a compute dtype."""
     try:
-        return CTYPES[str(np.dtype(dtype))]
+        return CTYPES[canonical(dtype)]
     except (KeyError, TypeError):
         raise ValueError(f"cupy kernels support dtype {', '.join(CTYPES)}; got {dtype!r}") from None
 

@@ -28,6 +28,7 @@ import numpy as np
 from se_multi import shapes
 from se_multi._version import __version__
 from se_multi.backend import Backend
+from se_multi.dtypes import canonical, numpy_dtype
 
 #: opsets this exporter writes: 13 is the first with Unsqueeze/Reshape axes as inputs
 MIN_OPSET = 13
@@ -124,11 +125,11 @@ class OnnxRecorder(Backend):
 
     def __init__(self, dtype: str = "float32", device: str | None = None, opset: int = DEFAULT_OPSET,
                  workarounds=()):
-        if str(dtype) not in self.dtypes:
+        if canonical(dtype) not in self.dtypes:
             raise OnnxExportError(f"ONNX export supports dtype {', '.join(self.dtypes)}; got {dtype!r}")
         super().__init__(dtype, None)
         self.opset = check_opset(opset)
-        self._np_dtype = np.dtype(self.dtype)
+        self._np_dtype = numpy_dtype(self.dtype)
         onnx = _onnx()
         self._elem_type = onnx.helper.np_dtype_to_tensor_dtype(self._np_dtype)
         self.nodes: list = []

@@ -60,7 +60,7 @@ class OpenVinoBackend(OnnxFedBackend):
     name = "openvino"
     package = "openvino"
     extra = "openvino"
-    dtypes = ("float32", "bfloat16", "float16", "int8")
+    dtypes = tuple(PRECISIONS)  # each with its inference precision
 
     def __init__(self, dtype: str = "float32", device: str | None = None, opset: int | None = None,
                  threads: int | None = None, hint: str = "latency", shapes: str = "static",

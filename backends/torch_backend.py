@@ -22,8 +22,6 @@ import numpy as np
 
 from se_multi.backend import Backend, BackendUnavailable
 
-_TORCH_DTYPES = {"float32": "float32", "float64": "float64", "float16": "float16", "bfloat16": "bfloat16"}
-
 #: in-place form of each activation, applied to a tensor the op itself created
 _INPLACE_ACTS = {
     "relu": lambda F, y: y.relu_(),
@@ -76,7 +74,7 @@ class TorchBackend(Backend):
         self.F = importlib.import_module("torch.nn.functional")
         self._dev = self._resolve_device(self.device)
         self.device = str(self._dev)
-        self._dt = getattr(torch, _TORCH_DTYPES[self.dtype])
+        self._dt = getattr(torch, self.dtype)  # torch names each of its dtypes as se_multi.dtypes does
         if self._dev.type == "mps" and self.dtype == "float64":
             raise ValueError("torch device 'mps' has no float64; use dtype float32, float16 or bfloat16")
         guard = getattr(torch._C, "_InferenceMode", None)  # the C++ guard behind torch.inference_mode

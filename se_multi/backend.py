@@ -56,6 +56,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from se_multi import op_table
+from se_multi.dtypes import canonical
 
 Array = Any  # a backend's native array type
 
@@ -105,8 +106,9 @@ class Backend(abc.ABC):
       with :attr:`install` as the hint; nothing is imported to decide it.
     - ``install`` (default ``None``): the command that installs what is missing, shown to users
       (default: ``pip install <the distribution that ships your class>``).
-    - ``dtypes`` (default ``("float32",)``): the compute dtypes you support, from
-      ``"float32"``, ``"float64"``, ``"float16"``, ``"bfloat16"``; the first is the default.
+    - ``dtypes`` (default ``("float32",)``): the compute dtypes you support, names of
+      :data:`se_multi.dtypes.TABLE` (``"float32"``, ``"float64"``, ``"float16"``, ``"bfloat16"``;
+      ``"int8"`` for a quantizing whole-graph engine); the first is the default.
       ``__init__`` refuses any other (``ValueError``), so this decides what ``create_model``,
       ``validate`` and ``bench`` accept. Claim a dtype only if you *compute* in it: validate fails
       a backend whose errors are those of a finer dtype ("does not compute in bfloat16").
@@ -178,10 +180,7 @@ class Backend(abc.ABC):
 
     def __init__(self, dtype: str = "float32", device: str | None = None):
         given = dtype
-        try:
-            dtype = dtype if dtype == "bfloat16" else str(np.dtype(dtype))
-        except TypeError:
-            dtype = None  # not a dtype at all: reported below with the supported ones
+        dtype = canonical(dtype)  # None if not a dtype at all: reported below with the supported ones
         if dtype not in self.dtypes:
             raise ValueError(
                 f"backend {self.name!r} supports dtype {', '.join(self.dtypes)}; got {given!r}"

@@ -1,4 +1,5 @@
-"""The floating dtypes, defined once: their names, how an array of any library is recognised as
+"""The dtypes, defined once (:data:`TABLE`: name, NumPy type, itemsize, tolerance row, floating or
+not), and for the floating ones: how an array of any library is recognised as
 floating, rounding to them, and their unit roundoff and range.
 
 NumPy has no bfloat16 of its own. ``ml_dtypes`` (the package JAX, ONNX and TensorFlow use) adds
@@ -12,12 +13,63 @@ such an array exists only once ``ml_dtypes`` has been imported.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+@dataclass(frozen=True)
+class DType:
+    """One dtype a backend may name in ``Backend.dtypes``."""
+
+    #: se_multi's name (``Backend.dtypes``, ``dtype=``, ``--dtype``)
+    name: str
+    #: bytes per element
+    itemsize: int
+    #: a floating type: a compute dtype every op runs in (int8 is whole models only, quantized)
+    floating: bool
+    #: the row of the tolerance table it is validated with (``se_multi.conformance.POLICY``'s key)
+    tolerance: str
+    #: its NumPy type comes from ``ml_dtypes`` (NumPy has no bfloat16 of its own)
+    ml_dtypes: bool = False
+    #: other names accepted for it (``se-multi export --fp16``'s, NumPy's ``half``)
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def numpy(self) -> np.dtype:
+        """Its NumPy dtype (``ml_dtypes.bfloat16`` for bfloat16, imported only then)."""
+        if self.ml_dtypes:
+            import ml_dtypes
+
+            return np.dtype(getattr(ml_dtypes, self.name))
+        return np.dtype(self.name)
+
+
+#: every dtype se_multi knows, finest floating type first; every per-backend map (torch's, CuPy's
+#: C types, OpenVINO's precisions) is keyed by these names
+TABLE: dict[str, DType] = {d.name: d for d in (
+    DType("float64", 8, True, "float64"),
+    DType("float32", 4, True, "float32"),
+    DType("float16", 2, True, "float16", aliases=("half", "fp16")),
+    DType("bfloat16", 2, True, "bfloat16", ml_dtypes=True),
+    DType("int8", 1, False, "int8"),
+)}
+
 #: the compute dtypes a backend may offer (``Backend.dtypes`` names a subset), finest first
-COMPUTE_DTYPES = ("float64", "float32", "float16", "bfloat16")
+COMPUTE_DTYPES = tuple(name for name, d in TABLE.items() if d.floating)
+_ALIASES = {alias: d.name for d in TABLE.values() for alias in d.aliases}
+
+
+def canonical(dtype: Any) -> str | None:
+    """The table's name of ``dtype`` (a name, an alias, or a NumPy dtype or type), or ``None`` if it
+    is none of the table's."""
+    if isinstance(dtype, str) and (dtype in TABLE or dtype in _ALIASES):
+        return _ALIASES.get(dtype, dtype)
+    try:
+        name = str(np.dtype(dtype))
+    except (TypeError, ValueError):
+        return None
+    return name if name in TABLE else None
 
 
 def _ml_dtypes_float(dtype: np.dtype) -> bool:
@@ -51,21 +103,17 @@ def numpy_float(x: np.ndarray) -> np.ndarray:
 
 def numpy_dtype(name: str) -> np.dtype:
     """The NumPy dtype of a compute dtype's name (bfloat16: ``ml_dtypes.bfloat16``)."""
-    if name == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
     if name not in COMPUTE_DTYPES:
         raise ValueError(f"expected a compute dtype ({', '.join(COMPUTE_DTYPES)}); got {name!r}")
-    return np.dtype(name)
+    return TABLE[name].numpy
 
 
 def finfo(name: str):
-    """Machine limits of a compute dtype (``ml_dtypes.finfo`` for bfloat16)."""
-    if name == "bfloat16":
+    """Machine limits of a compute dtype (``ml_dtypes.finfo`` for one of ``ml_dtypes``'s types)."""
+    if TABLE.get(name) is not None and TABLE[name].ml_dtypes:
         import ml_dtypes
 
-        return ml_dtypes.finfo(ml_dtypes.bfloat16)
+        return ml_dtypes.finfo(numpy_dtype(name))
     return np.finfo(numpy_dtype(name))
 
 

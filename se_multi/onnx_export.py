@@ -17,6 +17,7 @@ from se_multi._version import __version__
 from se_multi.backends.onnx_recorder import (
     BATCH_DIM, DEFAULT_OPSET, INPUT_NAME, MIN_OPSET, OP_MIN_OPSET, OUTPUT_NAME, SPATIAL_DIMS, WORKAROUNDS,
     OnnxExportError, OnnxRecorder, Sym, _onnx, check_opset)
+from se_multi.dtypes import canonical
 
 #: the recorder's names are the exporter's public names too (``se_multi.onnx_export.OnnxRecorder``)
 __all__ = ["BATCH_DIM", "DEFAULT_OPSET", "INPUT_NAME", "MIN_OPSET", "OP_MIN_OPSET", "OUTPUT_NAME", "SPATIAL_DIMS",
@@ -66,7 +67,7 @@ def build_onnx(model_or_name, weights=None, input_size=(224, 224), batch="dynami
     whose weights are NumPy arrays (numpy or onnxruntime backend)."""
     from se_multi.models import Model, create_model
 
-    dtype = "float16" if dtype in ("fp16", "half") else str(dtype)
+    dtype = canonical(dtype) or str(dtype)  # an alias ("fp16", "half") -> its name; anything else refused below
     recorder = OnnxRecorder(dtype=dtype, opset=opset)
     if isinstance(model_or_name, Model):
         if weights is not None or model_kwargs:

@@ -201,3 +201,9 @@ def test_the_shape_tracer_follows_every_rule():
         except Exception as exc:  # the reference half runs on NumPy: only the shapes matter here
             raise AssertionError(f"{check.name}: {exc}") from exc
         assert tuple(got.shape) == np.shape(want), check.name
+
+
+def test_cupy_kernels_have_a_code_for_every_activation():
+    from se_multi.backends import cupy_kernels
+
+    assert set(cupy_kernels.ACT_CODES) == {None, *ACTIVATIONS}
