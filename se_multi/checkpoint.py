@@ -15,36 +15,37 @@ model by :func:`se_multi.nn.check_state` as if they were the tensors, and its de
 to what those tensors take plus :data:`NPZ_SLACK_BYTES`.
 
 This module reads files and knows no model: reading a checkpoint *for a model* (layout
-detection, the declaration it implies) is :mod:`se_multi.models.loading`, one floor up.
+detection, the declaration it implies) is :mod:`se_multi.models.loading`, one floor up, which
+gives :func:`to_native` the converters the model's family registered
+(:func:`se_multi.models.register_model`).
 
-Layouts: each model family registers converters with :func:`register_layout`.
-A converter looks at the keys of a state dict and either declines (returns
-``None``) or returns ``(native_state, options)``, where ``options`` are builder
-keywords the layout implies (e.g. torchvision's BatchNorm ``eps=1e-3``).
+Layouts: a converter looks at the keys of a state dict and either declines (returns ``None``) or
+returns ``(native_state, options)``, where ``options`` are builder keywords the layout implies
+(e.g. torchvision's BatchNorm ``eps=1e-3``).
 """
 
 from __future__ import annotations
 
 import os
 import zipfile
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
 Converter = Callable[[dict], "tuple[dict, dict] | None"]
-#: model name -> [(layout name, converter)], tried in order; "native" is implicit and last
-_LAYOUTS: dict[str, list[tuple[str, Converter]]] = {}
 
 
-def register_layout(model_names, layout: str, converter: Converter) -> None:
-    for name in [model_names] if isinstance(model_names, str) else model_names:
-        _LAYOUTS.setdefault(name, []).append((layout, converter))
-
-
-def layouts(model_name: str) -> list[tuple[str, Converter]]:
-    """The layouts registered for ``model_name``, in the order they are tried (the families
-    register theirs when :mod:`se_multi.models` imports them)."""
-    return list(_LAYOUTS.get(model_name, ()))
+def to_native(state: dict, layouts: Iterable[tuple[str, Converter]]) -> tuple[dict, dict, str]:
+    """``(native_state, builder_options, layout_name)``: ``state`` (its ``module.`` prefix, which
+    DataParallel adds, removed) read by the first of ``layouts`` (``(name, converter)`` pairs, tried
+    in order) whose converter accepts it; as it is, layout ``"native"``, when none does."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    for layout, converter in layouts:
+        out = converter(state)
+        if out is not None:
+            native, options = out
+            return native, options, layout
+    return state, {}, "native"
 
 
 class CheckpointError(ValueError):

@@ -18,7 +18,7 @@ settings), every fused op, the SE blocks of :mod:`se_multi.nn` (cSE with ReLU/si
 hard-sigmoid gate, bias on/off; sSE; scSE add and max), ``nn.residual_unit`` in every
 integration, BatchNorm folding (a ``ConvNormAct`` bound on the backend against the
 unfolded float64 conv -> batch norm -> activation), and **whole models**: one model of
-every family (:data:`MODEL_CASES`) called as users call it, ``Model(x)``, which goes
+every family (:func:`model_cases`, declared by each family) called as users call it, ``Model(x)``, which goes
 through the backend's own :meth:`~se_multi.backend.Backend.run_model` (a compiled graph,
 an inference session, one inference guard...), against the same declaration bound on the
 float64 reference. A bug that lives only in ``run_model`` fails a model check, named
@@ -677,16 +677,20 @@ def block_checks() -> list[Check]:
 
 
 # =========================================================================== whole-model checks
-#: one model of every family, at a small input with odd, unequal H and W and batch 2 where the
-#: model allows (the U-Net needs multiples of 32)
-MODEL_CASES = (
-    ("seresnet50", (2, 3, 37, 29)),             # SE-ResNet, timm layout
-    ("legacy_seresnet50", (2, 3, 31, 40)),      # Caffe layout: the ceil-mode stem pool sees an even 16x20 map
-    ("seresnext50_32x4d", (2, 3, 33, 27)),      # SE-ResNeXt: grouped 3x3
-    ("se_mobilenetv1_100", (2, 3, 35, 30)),     # SE-MobileNet: depthwise, ReLU6
-    ("mobilenetv3_small_100", (2, 3, 41, 33)),  # MobileNetV3: hard-swish, hard-sigmoid gates
-    ("unet_se_resnet50_scse", (1, 3, 64, 32)),  # scSE U-Net: segmentation output
-)
+def model_cases() -> tuple[tuple[str, tuple[int, int, int, int]], ...]:
+    """``(model name, NCHW shape)``: one model of every family (more where a family has more than
+    one kind of network), at a small input with odd, unequal H and W and batch 2 where the model
+    allows (the U-Net needs multiples of 32), as each family declares it in its own module
+    (``register_model(..., conformance_input=shape)``)."""
+    from se_multi.models.registry import conformance_cases
+
+    return conformance_cases()
+
+
+def __getattr__(name: str):
+    if name == "MODEL_CASES":  # read from the registry when asked for: the families' declarations
+        return model_cases()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def model_check(model_name: str, shape) -> Check:
@@ -711,7 +715,7 @@ def model_check(model_name: str, shape) -> Check:
 
 
 def model_checks() -> list[Check]:
-    return [model_check(name, shape) for name, shape in MODEL_CASES]
+    return [model_check(name, shape) for name, shape in model_cases()]
 
 
 def build_checks() -> list[Check]:

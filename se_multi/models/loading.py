@@ -1,28 +1,22 @@
 """Reading a checkpoint for a model: its layout detected from its keys, the declaration it
 implies (class count, builder options), its tensors checked against that declaration.
 
-:mod:`se_multi.checkpoint` reads files and holds the layouts the families register; this module,
-above both, puts them together, so that neither imports the other's floor.
+:mod:`se_multi.checkpoint` reads files and converts layouts it is given; the registry holds the
+layouts the families register; this module, above both, puts them together.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from se_multi.checkpoint import layouts, read_state_dict, resolve_weights
-from se_multi.models.registry import build_model, list_models
+from se_multi.checkpoint import read_state_dict, resolve_weights, to_native
+from se_multi.models.registry import build_model, layouts
 
 
 def convert_layout(model_name: str, state: dict) -> tuple[dict, dict, str]:
-    """Detect the layout from the keys -> ``(native_state, builder_options, layout_name)``."""
-    list_models()  # import the families, which register their layouts
-    state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel prefix
-    for layout, converter in layouts(model_name):
-        out = converter(state)
-        if out is not None:
-            native, opts = out
-            return native, opts, layout
-    return state, {}, "native"
+    """Detect the layout from the keys -> ``(native_state, builder_options, layout_name)``, trying
+    the layouts ``model_name``'s family registered, then the native one."""
+    return to_native(state, layouts(model_name))
 
 
 def _declare(model_name: str, state: dict, num_classes: int | None, model_kwargs: dict):

@@ -26,6 +26,9 @@ Peers (verified by tests/test_parity_mobilenet.py):
   hard-sigmoid gate; pooling *before* the 1x1 ``conv_head`` (with bias, no BN) + hard-swish.
   torchvision ``mobilenet_v3_large`` / ``_small`` checkpoints are mapped onto this layout
   (same maths, other names, BatchNorm eps 1e-3).
+
+Each builder is registered with its pretrained configs (:data:`PRETRAINED`), its torchvision
+layout where it has one, and, for one model of each kind, the input ``se-multi validate`` checks it at.
 """
 
 from __future__ import annotations
@@ -35,10 +38,10 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from se_multi import checkpoint
 from se_multi import reference as ref
 from se_multi.models.registry import build_model, register_model
 from se_multi.nn import ConvNormAct, Linear, Module, Sequential, SqueezeExcite, same_padding
+from se_multi.pretrained import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, PretrainedCfg, timm_cfg
 
 #: where SE sits in a block: after the depthwise conv (timm/EfficientNet/MobileNetV3), or on the
 #: block's output after the last conv (+act) and before any residual add (the SENet paper's rule
@@ -311,46 +314,6 @@ MOBILENETV3_SMALL_100 = (
 )
 
 
-# ============================================================================ builders
-@register_model
-def mobilenetv1_100(num_classes: int = 1000, bn_eps: float = 1e-5) -> MobileNet:
-    """MobileNetV1-1.0 as timm builds it (the SE-MobileNet baseline: 4.23M params)."""
-    return mobilenet(MOBILENETV1_100, 32, "relu6", num_classes, head_chs=None, bn_eps=bn_eps)
-
-
-@register_model
-def se_mobilenetv1_100(num_classes: int = 1000, reduction: int = 16, se_position: str = "output",
-                       bn_eps: float = 1e-5) -> MobileNet:
-    """SE-MobileNet (SENet paper, Table 3): SE with ``C // reduction`` channels, ReLU and sigmoid
-    on every depthwise-separable block; ``se_position="output"`` (after the pointwise conv+BN+ReLU6,
-    4.72M params, the paper's) or ``"depthwise"`` (after the depthwise conv, 4.59M)."""
-    _check_positive("reduction", reduction)
-    rows = tuple(tuple(row._replace(se=True) for row in stage) for stage in MOBILENETV1_100)
-    se = se_module(lambda chs: ref.reduced_channels(chs, reduction), gate="sigmoid")
-    return mobilenet(rows, 32, "relu6", num_classes, head_chs=None, se_factory=se, se_position=se_position,
-                     bn_eps=bn_eps)
-
-
-def _mobilenetv3(rows, head_chs: int, num_classes: int, reduction: float, bn_eps: float) -> MobileNet:
-    _check_positive("reduction", reduction)
-    # timm: round_channels(C * 0.25) = make_divisible(C / 4, 8); torchvision: _make_divisible(C // 4, 8)
-    se = se_module(lambda chs: ref.make_divisible(chs / reduction, 8), gate="hard_sigmoid")
-    return mobilenet(rows, 16, "hard_swish", num_classes, head_chs=head_chs, se_factory=se,
-                     se_position="depthwise", bn_eps=bn_eps)
-
-
-@register_model
-def mobilenetv3_large_100(num_classes: int = 1000, reduction: float = 4, bn_eps: float = 1e-5) -> MobileNet:
-    """MobileNetV3-Large 1.0 (timm layout; torchvision ``mobilenet_v3_large`` checkpoints load too)."""
-    return _mobilenetv3(MOBILENETV3_LARGE_100, 1280, num_classes, reduction, bn_eps)
-
-
-@register_model
-def mobilenetv3_small_100(num_classes: int = 1000, reduction: float = 4, bn_eps: float = 1e-5) -> MobileNet:
-    """MobileNetV3-Small 1.0 (timm layout; torchvision ``mobilenet_v3_small`` checkpoints load too)."""
-    return _mobilenetv3(MOBILENETV3_SMALL_100, 1024, num_classes, reduction, bn_eps)
-
-
 # ============================================================================ torchvision layout
 #: torchvision's BatchNorm eps in MobileNetV3 (``partial(nn.BatchNorm2d, eps=0.001)``)
 TORCHVISION_BN_EPS = 1e-3
@@ -407,5 +370,70 @@ def _torchvision_converter(model_name: str):
     return convert
 
 
-for _name in ("mobilenetv3_large_100", "mobilenetv3_small_100"):
-    checkpoint.register_layout(_name, "torchvision", _torchvision_converter(_name))
+# ============================================================================ pretrained configs
+# timm 1.0.31's default_cfgs (efficientnet.py for MobileNetV1: _cfg is bicubic 0.875; mobilenetv3.py:
+# _cfg is bilinear 0.875, these tags override to bicubic). Tags timm does not publish: the paper's
+# SE-MobileNet, which timm lacks, gets timm's MobileNetV1 defaults (``.untrained``); ``*.tv_in1k``
+# is torchvision's ``MobileNet_V3_*_Weights.IMAGENET1K_V1`` eval transform (resize 256 bilinear,
+# crop 224, ImageNet mean/std) for torchvision checkpoints loaded into se_multi's MobileNetV3.
+_INCEPTION = dict(mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD)
+#: every tag of the family, by model; a model's first is its default
+PRETRAINED: dict[str, tuple[PretrainedCfg, ...]] = {
+    "mobilenetv1_100": (timm_cfg("mobilenetv1_100.ra4_e3600_r224_in1k", interpolation="bicubic", **_INCEPTION),),
+    "se_mobilenetv1_100": (PretrainedCfg("se_mobilenetv1_100.untrained", interpolation="bicubic"),),
+    "mobilenetv3_large_100": (
+        timm_cfg("mobilenetv3_large_100.ra_in1k", interpolation="bicubic"),
+        timm_cfg("mobilenetv3_large_100.ra4_e3600_r224_in1k", interpolation="bicubic", crop_pct=0.95, **_INCEPTION),
+        PretrainedCfg("mobilenetv3_large_100.tv_in1k", license="bsd-3-clause",
+                      url="https://download.pytorch.org/models/mobilenet_v3_large-8738ca79.pth"),
+    ),
+    "mobilenetv3_small_100": (
+        timm_cfg("mobilenetv3_small_100.lamb_in1k", interpolation="bicubic"),
+        PretrainedCfg("mobilenetv3_small_100.tv_in1k", license="bsd-3-clause",
+                      url="https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth"),
+    ),
+}
+
+
+# ============================================================================ builders
+@register_model(pretrained=PRETRAINED["mobilenetv1_100"])
+def mobilenetv1_100(num_classes: int = 1000, bn_eps: float = 1e-5) -> MobileNet:
+    """MobileNetV1-1.0 as timm builds it (the SE-MobileNet baseline: 4.23M params)."""
+    return mobilenet(MOBILENETV1_100, 32, "relu6", num_classes, head_chs=None, bn_eps=bn_eps)
+
+
+@register_model(pretrained=PRETRAINED["se_mobilenetv1_100"],
+                conformance_input=(2, 3, 35, 30))  # SE-MobileNet: depthwise, ReLU6
+def se_mobilenetv1_100(num_classes: int = 1000, reduction: int = 16, se_position: str = "output",
+                       bn_eps: float = 1e-5) -> MobileNet:
+    """SE-MobileNet (SENet paper, Table 3): SE with ``C // reduction`` channels, ReLU and sigmoid
+    on every depthwise-separable block; ``se_position="output"`` (after the pointwise conv+BN+ReLU6,
+    4.72M params, the paper's) or ``"depthwise"`` (after the depthwise conv, 4.59M)."""
+    _check_positive("reduction", reduction)
+    rows = tuple(tuple(row._replace(se=True) for row in stage) for stage in MOBILENETV1_100)
+    se = se_module(lambda chs: ref.reduced_channels(chs, reduction), gate="sigmoid")
+    return mobilenet(rows, 32, "relu6", num_classes, head_chs=None, se_factory=se, se_position=se_position,
+                     bn_eps=bn_eps)
+
+
+def _mobilenetv3(rows, head_chs: int, num_classes: int, reduction: float, bn_eps: float) -> MobileNet:
+    _check_positive("reduction", reduction)
+    # timm: round_channels(C * 0.25) = make_divisible(C / 4, 8); torchvision: _make_divisible(C // 4, 8)
+    se = se_module(lambda chs: ref.make_divisible(chs / reduction, 8), gate="hard_sigmoid")
+    return mobilenet(rows, 16, "hard_swish", num_classes, head_chs=head_chs, se_factory=se,
+                     se_position="depthwise", bn_eps=bn_eps)
+
+
+@register_model(pretrained=PRETRAINED["mobilenetv3_large_100"],
+                layouts=[("torchvision", _torchvision_converter("mobilenetv3_large_100"))])
+def mobilenetv3_large_100(num_classes: int = 1000, reduction: float = 4, bn_eps: float = 1e-5) -> MobileNet:
+    """MobileNetV3-Large 1.0 (timm layout; torchvision ``mobilenet_v3_large`` checkpoints load too)."""
+    return _mobilenetv3(MOBILENETV3_LARGE_100, 1280, num_classes, reduction, bn_eps)
+
+
+@register_model(pretrained=PRETRAINED["mobilenetv3_small_100"],
+                layouts=[("torchvision", _torchvision_converter("mobilenetv3_small_100"))],
+                conformance_input=(2, 3, 41, 33))  # MobileNetV3: hard-swish, hard-sigmoid gates
+def mobilenetv3_small_100(num_classes: int = 1000, reduction: float = 4, bn_eps: float = 1e-5) -> MobileNet:
+    """MobileNetV3-Small 1.0 (timm layout; torchvision ``mobilenet_v3_small`` checkpoints load too)."""
+    return _mobilenetv3(MOBILENETV3_SMALL_100, 1024, num_classes, reduction, bn_eps)

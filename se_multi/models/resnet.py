@@ -33,6 +33,11 @@ Layouts (each model's *native* layout is its peer's ``state_dict`` key for key):
   before SE (timm's ``SEResNetBlock``); timm's ``BasicBlock`` does not. Cadene's keys and timm's
   legacy keys are identical, so a pretrainedmodels checkpoint loads as the native layout.
 
+Also declared here and registered with each model (:func:`se_multi.models.register_model`): the
+layouts other than the native one (senet.pytorch's keys; a native checkpoint's ablation options,
+read from its keys), the pretrained configs (:data:`PRETRAINED`, timm's) and the models
+``se-multi validate`` checks whole (:data:`CONFORMANCE_INPUTS`).
+
 SENet-paper ablations (builder keywords of every SE model, see :func:`se_multi.nn.residual_unit`):
 
 - ``se_integration``: ``"standard"`` (timm's / Caffe's own placement, keys ``.se`` / ``.se_module``),
@@ -60,8 +65,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from se_multi import reference as ref
-from se_multi.checkpoint import register_layout
 from se_multi.models.registry import register_model
+from se_multi.pretrained import PretrainedCfg, timm_cfg
 from se_multi.nn import (SE_INTEGRATIONS, AvgPool2d, ConvNormAct, Linear, MaxPool2d, Module, Sequential,
                          SqueezeExcite, residual_unit)
 
@@ -476,27 +481,6 @@ SE_MODELS = {layout.name: tuple(n for n, (a, _) in ARCHS.items() if a.se and a.l
              for layout in (TIMM, LEGACY)}
 
 
-def _register(name: str, arch: ResNetArch, doc: str) -> None:
-    """Register one builder: SE models take every SENet ablation keyword explicitly; every model
-    takes the architecture columns as keywords (timm's ``create_model(name, **kwargs)``)."""
-    if arch.se:
-        def builder(num_classes: int = 1000, reduction=16, se_integration: str = "standard",
-                    se_stages=(1, 2, 3, 4), se_bias: bool = True, **arch_options) -> ResNet:
-            se = SEConfig.from_options(reduction, se_integration, se_stages, se_bias)
-            return ResNet(arch.with_options(**arch_options), num_classes, se)
-    else:
-        def builder(num_classes: int = 1000, **arch_options) -> ResNet:
-            return ResNet(arch.with_options(**arch_options), num_classes)
-
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = doc
-    register_model(builder)
-
-
-for _name, (_a, _doc) in ARCHS.items():
-    _register(_name, _a, _doc)
-
-
 # =========================================================================== checkpoint layouts
 # The native layouts cover timm, torchvision (resnet50: the same keys as timm) and Cadene /
 # pretrainedmodels (the same keys as timm's legacy models). Two more things are read from keys:
@@ -571,6 +555,114 @@ def _native_with_options(layout: Layout):
     return convert
 
 
-register_layout(SENET_PYTORCH_MODELS, "senet.pytorch", _from_senet_pytorch)
-register_layout(SE_MODELS_TIMM, "native (SE options from keys)", _native_with_options(TIMM))
-register_layout(SE_MODELS_LEGACY, "native (SE options from keys)", _native_with_options(LEGACY))
+#: the layouts tried before the native one, as their converters: a native checkpoint with
+#: ablation options (every SE model), senet.pytorch's keys (its five torchvision-structured models)
+_NATIVE_WITH_OPTIONS = {layout.name: _native_with_options(layout) for layout in (TIMM, LEGACY)}
+
+
+def _layouts_of(name: str, arch: ResNetArch) -> tuple:
+    if not arch.se:
+        return ()
+    senet_pytorch = (("senet.pytorch", _from_senet_pytorch),) if name in SENET_PYTORCH_MODELS else ()
+    return senet_pytorch + (("native (SE options from keys)", _NATIVE_WITH_OPTIONS[arch.layout.name]),)
+
+
+# =========================================================================== pretrained configs
+# Copied from timm 1.0.31's default_cfgs (timm/models/resnet.py and senet.py): _cfg / _tcfg / _ttcfg /
+# _rcfg / _r3cfg plus each tag's overrides. Tags timm does not publish: ``*.untrained`` for models with
+# no published ImageNet weights (timm's own ``untrained`` configs for SE-ResNet-18/34/50-T/101/152/
+# 200-D/269-D; the SE-overhead twins ``legacy_*_plain`` get their SE model's ``_cfg``). The legacy
+# (Caffe/Cadene) models have only the GitHub release ``url`` in timm 1.0.31, no hub id.
+_RELEASES = "https://github.com/rwightman/pytorch-image-models/releases/download"
+_LEGACY_URL = f"{_RELEASES}/v0.1-weights"  # timm's re-hosted SENet release weights (senet.py)
+# timm's cfg helpers, as keyword sets (timm/models/resnet.py):
+_TT = dict(interpolation="bicubic")                                  # _ttcfg / _tcfg / _gcfg
+_R = dict(interpolation="bicubic", crop_pct=0.95)                    # _rcfg
+_R3 = dict(interpolation="bicubic", crop_pct=0.95, input_size=(3, 160, 160))  # _r3cfg
+
+
+def _legacy(tag: str, url: str, **kw) -> PretrainedCfg:
+    """A ``legacy_*`` tag (senet.py: ``_cfg``, bilinear 0.875, ImageNet mean/std): only a release url."""
+    return PretrainedCfg(tag, url=url, license="apache-2.0", **kw)
+
+
+#: every tag of the family; a model's first is its default (timm lists a tag with weights first)
+PRETRAINED: tuple[PretrainedCfg, ...] = (
+    # SE-ResNet, timm layout (resnet.py); a1/a2 use _rcfg, a3 _r3cfg, each with crop_pct=0.95
+    timm_cfg("seresnet50.a1_in1k", **_R),
+    timm_cfg("seresnet50.a2_in1k", **_R),
+    timm_cfg("seresnet50.a3_in1k", **_R3),
+    timm_cfg("seresnet50.ra2_in1k", **_TT),
+    PretrainedCfg("seresnet18.untrained", **_TT),
+    PretrainedCfg("seresnet34.untrained", **_TT),
+    PretrainedCfg("seresnet50t.untrained", **_TT),
+    PretrainedCfg("seresnet101.untrained", **_TT),
+    PretrainedCfg("seresnet152.untrained", **_TT),
+    # ResNet-D models: _ttcfg with a 256 input (seresnet152d.ra2_in1k also crop_pct=0.95)
+    timm_cfg("seresnet152d.ra2_in1k", interpolation="bicubic", input_size=(3, 256, 256), crop_pct=0.95),
+    PretrainedCfg("seresnet200d.untrained", interpolation="bicubic", input_size=(3, 256, 256)),
+    PretrainedCfg("seresnet269d.untrained", interpolation="bicubic", input_size=(3, 256, 256)),
+    # SE-ResNeXt, timm layout: _ttcfg (bt, racm), _rcfg (ah), _gcfg (gluon: bicubic 0.875)
+    timm_cfg("seresnext26d_32x4d.bt_in1k", **_TT),
+    timm_cfg("seresnext26t_32x4d.bt_in1k", **_TT),
+    timm_cfg("seresnext50_32x4d.racm_in1k", **_TT),
+    timm_cfg("seresnext50_32x4d.gluon_in1k", **_TT),
+    timm_cfg("seresnext101_32x4d.gluon_in1k", **_TT),
+    PretrainedCfg("seresnext101_32x4d.untrained", **_TT),
+    timm_cfg("seresnext101_32x8d.ah_in1k", **_R),
+    timm_cfg("seresnext101d_32x8d.ah_in1k", **_R),
+    timm_cfg("seresnext101_64x4d.gluon_in1k", **_TT),
+    timm_cfg("senet154.gluon_in1k", **_TT),
+    # the ResNet-50 baseline
+    timm_cfg("resnet50.a1_in1k", **_R),
+    timm_cfg("resnet50.tv_in1k", license="bsd-3-clause"),  # torchvision's weights: plain _cfg (bilinear 0.875)
+    # SE-ResNet/ResNeXt and SENet-154, original Caffe/Cadene layout (senet.py: _cfg, bilinear 0.875,
+    # no hub id in timm; the Cadene se_resnet* urls, the others timm's re-hosted release weights)
+    _legacy("legacy_senet154.in1k", f"{_LEGACY_URL}/legacy_senet154-e9eb9fe6.pth"),
+    _legacy("legacy_seresnet18.in1k", f"{_LEGACY_URL}/seresnet18-4bb0ce65.pth", interpolation="bicubic"),
+    _legacy("legacy_seresnet34.in1k", f"{_LEGACY_URL}/seresnet34-a4004e63.pth"),
+    _legacy("legacy_seresnet50.in1k", f"{_RELEASES}/v0.1-cadene/se_resnet50-ce0d4300.pth"),
+    _legacy("legacy_seresnet101.in1k", f"{_RELEASES}/v0.1-cadene/se_resnet101-7e38fcc6.pth"),
+    _legacy("legacy_seresnet152.in1k", f"{_RELEASES}/v0.1-cadene/se_resnet152-d17c99b7.pth"),
+    _legacy("legacy_seresnext26_32x4d.in1k", f"{_LEGACY_URL}/seresnext26_32x4d-65ebdb501.pth",
+            interpolation="bicubic"),
+    _legacy("legacy_seresnext50_32x4d.in1k", f"{_LEGACY_URL}/legacy_se_resnext50_32x4d-f3651bad.pth"),
+    _legacy("legacy_seresnext101_32x4d.in1k", f"{_LEGACY_URL}/legacy_se_resnext101_32x4d-37725eac.pth"),
+    # the SE-overhead twins (se_multi's, no weights anywhere): their SE model's eval transform
+    PretrainedCfg("legacy_seresnext101_32x4d_plain.untrained"),
+    PretrainedCfg("legacy_senet154_plain.untrained"),
+)
+
+# =========================================================================== conformance cases
+#: the models ``se-multi validate`` checks whole, at a small input with odd, unequal H and W
+CONFORMANCE_INPUTS = {
+    "seresnet50": (2, 3, 37, 29),          # SE-ResNet, timm layout
+    "legacy_seresnet50": (2, 3, 31, 40),   # Caffe layout: the ceil-mode stem pool sees an even 16x20 map
+    "seresnext50_32x4d": (2, 3, 33, 27),   # SE-ResNeXt: grouped 3x3
+}
+
+
+# =========================================================================== registration
+def _register(name: str, arch: ResNetArch, doc: str) -> None:
+    """Register one builder: SE models take every SENet ablation keyword explicitly; every model
+    takes the architecture columns as keywords (timm's ``create_model(name, **kwargs)``)."""
+    if arch.se:
+        def builder(num_classes: int = 1000, reduction=16, se_integration: str = "standard",
+                    se_stages=(1, 2, 3, 4), se_bias: bool = True, **arch_options) -> ResNet:
+            se = SEConfig.from_options(reduction, se_integration, se_stages, se_bias)
+            return ResNet(arch.with_options(**arch_options), num_classes, se)
+    else:
+        def builder(num_classes: int = 1000, **arch_options) -> ResNet:
+            return ResNet(arch.with_options(**arch_options), num_classes)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = doc
+    register_model(builder, pretrained=[c for c in PRETRAINED if c.model_name == name],
+                   layouts=_layouts_of(name, arch), conformance_input=CONFORMANCE_INPUTS.get(name))
+
+
+_strays = sorted(({c.model_name for c in PRETRAINED} | set(CONFORMANCE_INPUTS)) - set(ARCHS))
+if _strays:  # a config for a model the table does not have would never be registered
+    raise ValueError(f"resnet: pretrained configs or conformance inputs for models not in ARCHS: {_strays}")
+for _name, (_a, _doc) in ARCHS.items():
+    _register(_name, _a, _doc)

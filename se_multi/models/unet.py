@@ -20,6 +20,7 @@ from __future__ import annotations
 from se_multi.models.registry import register_model
 from se_multi.models.resnet import ARCHS, ResNet, SEConfig
 from se_multi.nn import SCSE, ConvNormAct, Module, Sequential
+from se_multi.pretrained import PretrainedCfg
 
 ENCODER_CHANNELS = (64, 256, 512, 1024, 2048)  # stem, layer1..layer4
 DECODER_CHANNELS = (256, 128, 64, 32, 16)
@@ -89,7 +90,13 @@ class UnetSCSE(Module):
         return self.head(ops, list(self.forward_features(ops, x).values())[-1])
 
 
-@register_model
+#: smp Unet(se_resnet50): the encoder's 'imagenet' preprocessing (RGB, [0, 1], ImageNet mean/std)
+#: with a 224 input, divisible by 32 as the U-Net needs; crop_pct 1.0 resizes the shorter side to
+#: 224 and crops the square; 21 classes as the builder's default. No published weights: untrained.
+PRETRAINED = (PretrainedCfg("unet_se_resnet50_scse.untrained", crop_pct=1.0, num_classes=21),)
+
+
+@register_model(pretrained=PRETRAINED, conformance_input=(1, 3, 64, 32))  # segmentation output, sides of 32
 def unet_se_resnet50_scse(num_classes: int = 21, reduction=16) -> UnetSCSE:
     """smp ``Unet("se_resnet50", decoder_attention_type="scse")``; ``num_classes`` defaults to
     Pascal VOC's 21 (the fixture's), and a checkpoint's own head sets it when one is loaded."""
