@@ -67,11 +67,6 @@ def _check_entry(entry: ModelEntry) -> ModelEntry:
         tags.append(tag)
     if len(set(tags)) != len(tags):
         raise ValueError(f"register_model({name!r}): a pretrained tag is given twice: {', '.join(tags)}")
-    for other in _REGISTRY.values():
-        clash = set(tags) & {c.tag for c in other.pretrained} if other.name != name else set()
-        if clash:
-            raise ValueError(f"register_model({name!r}): tag(s) {', '.join(sorted(clash))} already "
-                             f"registered by {other.name!r}")
     if entry.default_tag is not None and entry.default_tag not in tags:
         raise ValueError(f"register_model({name!r}): default_tag {entry.default_tag!r} is not one of its "
                          f"pretrained tags ({', '.join(tags) or 'none given'})")
