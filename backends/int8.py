@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -197,7 +198,9 @@ def quantize_openvino(proto, arrays: Sequence[np.ndarray], quantize_se: bool = F
     level = nncf_logger.level
     nncf.set_log_level(logging.WARNING)  # no per-node INFO lines in se_multi's output (rich progress bars stay)
     try:
-        with _nncf_se_pattern(not quantize_se):
+        # NNCF's progress bars (rich) print to stdout: they go to stderr, so a command's stdout
+        # (predict --json, a table) stays its output
+        with _nncf_se_pattern(not quantize_se), contextlib.redirect_stdout(sys.stderr):
             return nncf.quantize(model, nncf.Dataset(list(arrays)), subset_size=len(arrays),
                                  fast_bias_correction=fast_bias_correction, ignored_scope=ignored)
     finally:

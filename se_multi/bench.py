@@ -172,8 +172,14 @@ def _memory_worker(spec: dict) -> dict:
 
     if _rss_mb("VmRSS") is None:
         return {"error": "no /proc/self/status: memory is measured on Linux only"}
-    model = create_model(spec["model"], weights=spec["weights"], backend=spec["backend"], dtype=spec["dtype"],
-                         device=spec["device"])
+    calibration = spec.get("calibration")
+    if calibration is not None and not isinstance(calibration, int):
+        from se_multi.quantize import backend_option
+
+        calibration = backend_option(calibration)
+    model = create_model(spec["model"], weights=spec["weights"],
+                         backend=_backend(spec["backend"], spec["dtype"], spec["device"], calibration),
+                         dtype=spec["dtype"], device=spec["device"])
     x = model.ops.asarray(recipe_input((spec["batch"], 3, *spec["input_size"]), seed=1))
     # to_numpy waits for the values even where synchronize does not (an asynchronous framework that
     # did not override it); the output's copy is small beside a forward's buffers
@@ -193,9 +199,18 @@ def _memory_worker(spec: dict) -> dict:
     return {"rss_mb": rss, "peak_mb": peak, "forward_mb": max(0.0, peak - rss), "method": method}
 
 
+def _backend(name: str, dtype: str, device, calibration):
+    """A bench row's backend: its name, or at int8 with a ``calibration`` the backend made with it."""
+    if calibration is None or dtype != "int8":
+        return name
+    from se_multi.dispatch import get_backend
+
+    return get_backend(name, dtype=dtype, device=device, calibration=calibration)
+
+
 def measure_memory_isolated(backend: str, model: str, batch: int = 1, dtype: str = "float32", device=None,
                             input_size=(224, 224), weights=None, calls: int = 3, timeout_s: float = 900,
-                            method: str = "auto") -> dict:
+                            method: str = "auto", calibration=None) -> dict:
     """``{"rss_mb", "peak_mb", "forward_mb", "method"}`` (or ``{"error"}``) for one configuration,
     measured in a fresh interpreter (``python -m se_multi.bench --memory-worker``): nothing another
     configuration built or freed is in its figures, in whichever order they are measured.
@@ -208,7 +223,9 @@ def measure_memory_isolated(backend: str, model: str, batch: int = 1, dtype: str
     import sys
 
     spec = dict(backend=backend, model=model, batch=int(batch), dtype=dtype, device=device,
-                input_size=[int(v) for v in input_size], weights=weights, calls=int(calls), method=method)
+                input_size=[int(v) for v in input_size], weights=weights, calls=int(calls), method=method,
+                calibration=calibration if calibration is None or isinstance(calibration, int) else
+                [os.fspath(c) for c in ([calibration] if isinstance(calibration, (str, os.PathLike)) else calibration)])
     try:
         proc = subprocess.run([sys.executable, "-m", "se_multi.bench", "--memory-worker", json.dumps(spec)],
                               capture_output=True, text=True, timeout=timeout_s)
@@ -274,10 +291,13 @@ def _dtypes(dtype) -> list[str]:
 
 def run_bench(backends, models, batches=(1,), dtype="float32", device=None, input_size=(224, 224),
               warmup=2, min_runs=5, max_runs=50, budget_s=2.0, weights=None, progress=None,
-              reference=True, memory=True) -> list[BenchRow]:
+              reference=True, memory=True, calibration=None) -> list[BenchRow]:
     """Build every configuration (backend x model x batch x dtype; ``dtype`` is one name or a list),
     time them all interleaved, then measure each one's memory in a fresh process (``memory``);
-    see the module docstring. A backend that has no such dtype is left out of that dtype's rows."""
+    see the module docstring. A backend that has no such dtype is left out of that dtype's rows.
+    ``calibration``: the int8 rows' ``calibration`` backend option (``None``: the model's default;
+    a count; or what :func:`se_multi.quantize.backend_option` makes of images); the memory pass's
+    fresh process calibrates the same way (a count or ``None`` as is, images by their paths)."""
     from se_multi.dispatch import backend_class, get_backend, to_numpy
     from se_multi.init import recipe_input
     from se_multi.metrics import max_rel_error, top1_agreement
@@ -305,7 +325,9 @@ def run_bench(backends, models, batches=(1,), dtype="float32", device=None, inpu
                     row = BenchRow(backend, model_name, batch, dt, tuple(input_size))
                     rows.append(row)
                     try:
-                        model = create_model(model_name, weights=weights, backend=backend, dtype=dt, device=device)
+                        model = create_model(model_name, weights=weights, backend=_backend(backend, dt, device,
+                                                                                           calibration),
+                                             dtype=dt, device=device)
                         row.settings = repr(model.ops)
                         xb = model.ops.asarray(x)  # input transfer is not part of the timed call
                         call = lambda m=model, xb=xb: m.ops.synchronize(m(xb))  # noqa: E731
@@ -330,7 +352,8 @@ def run_bench(backends, models, batches=(1,), dtype="float32", device=None, inpu
 
     if memory:
         for i, row in enumerate(r for r in rows if not r.error):
-            m = measure_memory_isolated(row.backend, row.model, row.batch, row.dtype, device, input_size, weights)
+            m = measure_memory_isolated(row.backend, row.model, row.batch, row.dtype, device, input_size, weights,
+                                        calibration=getattr(calibration, "source", calibration))
             if "error" in m:
                 row.memory_method = m["error"]
             else:

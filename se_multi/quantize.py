@@ -37,13 +37,13 @@ from pathlib import Path
 import numpy as np
 
 from se_multi.backends import int8
-from se_multi.backends.int8 import FLOAT_ROLES, float_nodes, marked_graph, quantize_graph, se_counts
+from se_multi.backends.int8 import FLOAT_ROLES, marked_graph, quantize_graph, se_counts
 from se_multi.calibration import DEFAULT_SAMPLES, CalibrationWarning, describe, synthetic_images, warn_default
 from se_multi.conformance import POLICY
 from se_multi.metrics import mask_agreement, max_rel_error, mean_rel_error, topk_agreement
 
-__all__ = ["CalibrationSet", "CalibrationWarning", "DEFAULT_SAMPLES", "ENGINES", "QuantizeResult", "backend_option", "calibration",
-           "calibration_set", "error_report", "format_report", "quantize"]
+__all__ = ["CalibrationSet", "CalibrationWarning", "DEFAULT_SAMPLES", "ENGINES", "QuantizeResult", "backend_option",
+           "calibration", "calibration_set", "error_report", "format_report", "quantize"]
 
 #: the engines that quantize, and the file each writes
 ENGINES = {"openvino": ".xml", "onnxruntime": ".onnx"}

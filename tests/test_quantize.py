@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 
 import se_multi
-from se_multi import nn
 from se_multi.init import recipe_input
 from se_multi.backends.int8 import MarkingRecorder, float_nodes, marked_graph, node_roles, quantize_graph
 from se_multi.metrics import mask_agreement, max_rel_error, mean_rel_error, topk_agreement
-from se_multi.models import build_model, create_model
-from se_multi.quantize import MODEL_TOLERANCE, CalibrationWarning, calibration_set, output_engine, quantize
+from se_multi.models import create_model
+from se_multi.quantize import MODEL_TOLERANCE, CalibrationWarning, calibration_set, output_engine
 
 ENGINES = {"openvino": "nncf", "onnxruntime": "onnxruntime"}
 SMALL = "mobilenetv3_small_100"
@@ -303,3 +302,75 @@ def test_validate_at_int8_checks_whole_models_only_and_their_precision():
     assert [c.passed for c in fake] == [False] and "does not compute in int8" in fake[0].error
     assert C.POLICY["int8"].floor < honest
 
+
+# ------------------------------------------------------------------ bench and predict at int8, end to end
+def _image(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (230, 250, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_predict_at_int8_with_a_chosen_calibration(engine, tmp_path, capsys):
+    """``predict --dtype int8 --calibration 2``: the model quantized on two default images (the
+    warning names them), its probabilities those of float64 within what the int8 bound allows."""
+    _need(engine)
+    from se_multi.cli import main
+    from se_multi.predict import resolve_config, softmax
+    from se_multi.preprocess import preprocess
+
+    image = _image(tmp_path)
+    assert main(["predict", str(image), "--model", SMALL, "--backend", engine, "--dtype", "int8",
+                 "--calibration", "2", "--json"]) == 0
+    out = capsys.readouterr()
+    assert "calibrating on the embedded default (2 seeded synthetic images" in out.err
+    assert "--calibration N or images to choose" not in out.err  # the slow-default note: not when chosen
+    doc = json.loads(out.out)
+    assert doc["dtype"] == "int8" and doc["backend"] == engine
+    (row,) = doc["results"]
+    logits = create_model(SMALL, backend="numpy", dtype="float64").predict_numpy(
+        preprocess(str(image), resolve_config(SMALL)).astype(np.float64))
+    want = softmax(logits)[0]
+    # logits within MODEL_TOLERANCE * max|logit| of float64 move each log-probability by at most twice that
+    bound = 2 * MODEL_TOLERANCE * float(np.abs(logits).max())
+    assert len(row["topk"]) == 5
+    for entry in row["topk"]:
+        assert abs(np.log(entry["prob"]) - np.log(want[entry["class"]])) <= bound
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_bench_at_int8_with_a_chosen_calibration(engine, tmp_path, capsys):
+    _need(engine)
+    from se_multi.cli import main
+
+    report = tmp_path / "bench.json"
+    memory = [] if engine == "onnxruntime" else ["--no-memory"]  # the memory pass calibrates again, in a fresh process
+    assert main(["bench", "--backends", engine, "--models", SMALL, "--dtype", "int8", "--calibration", "2",
+                 "--budget", "0.05", "--min-runs", "2", "--json", str(report), *memory]) == 0
+    err = capsys.readouterr().err
+    assert "calibrating on the embedded default (2 seeded synthetic images" in err
+    (row,) = json.loads(report.read_text())["rows"]
+    assert row["dtype"] == "int8" and row["error"] is None and len(row["times_ms"]) >= 2
+    assert 0 < row["max_rel_err"] <= MODEL_TOLERANCE and row["top1_agreement"] is not None
+    if not memory:
+        assert row["rss_mb"] and "error" not in (row["memory_method"] or "")
+
+
+def test_calibration_option_says_the_default_and_needs_int8(capsys):
+    import argparse
+
+    from se_multi.calibration import DEFAULT_SAMPLES
+    from se_multi.cli import main
+    from se_multi.cli.quantize import int8_calibration
+    from se_multi.quantize import calibration
+
+    notes = []
+    assert int8_calibration(argparse.Namespace(calibration=None), ["float32", "int8"], notes.append) is None
+    assert len(notes) == 1 and f"{DEFAULT_SAMPLES} seeded synthetic images" in notes[0]
+    assert int8_calibration(argparse.Namespace(calibration="7"), ["int8"], notes.append) == 7
+    made = int8_calibration(argparse.Namespace(calibration="photos/"), ["int8"], notes.append)
+    assert isinstance(made, calibration) and made.source == "photos/" and len(notes) == 1
+    assert main(["predict", "x.png", "--calibration", "4"]) == 3
+    assert "--calibration applies to --dtype int8" in capsys.readouterr().err

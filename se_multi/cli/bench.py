@@ -30,6 +30,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the memory pass (one fresh process per configuration)")
     parser.add_argument("--json", default=None, metavar="PATH", help="write results and environment as JSON")
+    from se_multi.cli.quantize import add_int8_calibration_argument
+
+    add_int8_calibration_argument(parser)
     parser.add_argument("--plot", default=None, metavar="PATH", help="write a bar chart PNG")
 
 
@@ -44,15 +47,20 @@ def run(args) -> int:
     def progress(msg: str) -> None:
         print(f"\r\033[K[bench] {msg}", end="", file=sys.stderr, flush=True)
 
+    from se_multi.cli.quantize import calibration_warnings, int8_calibration
+
+    say = lambda msg: print(f"se-multi bench: {msg}", file=sys.stderr)  # noqa: E731
+    calibration = int8_calibration(args, dtypes, say)
     env = environment(backends)
     reduced = ", ".join(env["native_reduced_precision"]) or "none"
     print(f"se-multi bench: {env['processor']} ({env['cpu_features']}; native reduced precision: {reduced}), "
           f"{env['cpus']} CPUs, {env['date']}; " + ", ".join(f"{k}: {v}" for k, v in env["versions"].items()),
           file=sys.stderr)
-    rows = run_bench(backends, models, batches, dtypes, args.device, tuple(args.input_size),
-                     min_runs=args.min_runs, budget_s=args.budget, weights=args.weights,
-                     progress=progress if sys.stderr.isatty() else None, reference=not args.no_reference,
-                     memory=not args.no_memory)
+    with calibration_warnings(say):
+        rows = run_bench(backends, models, batches, dtypes, args.device, tuple(args.input_size),
+                         min_runs=args.min_runs, budget_s=args.budget, weights=args.weights,
+                         progress=progress if sys.stderr.isatty() else None, reference=not args.no_reference,
+                         memory=not args.no_memory, calibration=calibration)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print(format_table(rows))

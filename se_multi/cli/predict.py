@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refresh", type=float, default=None, metavar="SECONDS",
                    help="rewrite --output during the run at most this often (default: 10; it is always complete "
                         "at the end of a run)")
+    from se_multi.cli.quantize import add_int8_calibration_argument
+
+    add_int8_calibration_argument(p)
     p.add_argument("--output-dir", metavar="DIR", help="segmentation models: write one class-map PNG per image here")
     p.add_argument("--json", action="store_true", help="print all results as one JSON document on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
@@ -82,7 +85,8 @@ def run_identity(args: argparse.Namespace, cfg) -> dict:
             "dtype": args.dtype.lower(), "topk": args.topk,
             "output_dir": os.path.realpath(args.output_dir) if args.output_dir else None, "se_multi": __version__,
             "weights_given": args.weights, "backend": args.backend, "device": args.device,
-            "batch_size": args.batch_size, "ray": args.ray, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "batch_size": args.batch_size, "ray": args.ray, "calibration": args.calibration,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,8 +108,25 @@ def run(args: argparse.Namespace) -> int:
         todo = [p for p in paths if store is None or source_key(p) not in store.done]
         # built here for --ray too: a bad model, weights, backend, dtype or device is then this
         # one line and exit code before Ray starts, not an actor's traceback
-        model = create_model(args.model, weights=args.weights, backend=args.backend, dtype=args.dtype,
+        from se_multi.cli.quantize import calibration_warnings, int8_calibration
+
+        say = lambda msg: print(f"se-multi predict: {msg}", file=sys.stderr)  # noqa: E731
+        calibration = int8_calibration(args, [args.dtype], say)
+        backend = args.backend
+        if calibration is not None and args.ray is not None:
+            raise ValueError("--calibration with --ray: each Ray actor builds its model with the default calibration; "
+                             "quantize once with se-multi quantize instead")
+        if calibration is not None:  # int8 with --calibration: the backend made with it
+            from se_multi.dispatch import get_backend
+
+            backend = get_backend(args.backend, dtype=args.dtype, device=args.device, calibration=calibration)
+        model = create_model(args.model, weights=args.weights, backend=backend, dtype=args.dtype,
                              device=args.device, seed=args.seed)
+        if args.dtype.lower() == "int8" and args.ray is None:  # quantized now, not inside the progress bar
+            import numpy as np
+
+            with calibration_warnings(say):
+                model(np.zeros((1, 3, *cfg.input_size[-2:]), np.float32))
         _check_output_dir(model, cfg, args.output_dir)
         backend, dtype = model.ops.name, str(model.dtype)
         if args.ray is None:

@@ -55,12 +55,12 @@ def add_int8_calibration_argument(p: argparse.ArgumentParser) -> None:
     """``--calibration`` of the commands that quantize implicitly at ``--dtype int8`` (bench, predict)."""
     from se_multi.calibration import DEFAULT_SAMPLES
 
-    p.add_argument("--calibration", nargs="+", default=None, metavar="N|DIR|@list",
+    p.add_argument("--calibration", default=None, metavar="N|DIR|@list",
                    help=f"--dtype int8 only: what calibrates the model when it is quantized on its first call: N "
                         f"seeded synthetic images (the embedded default; real images calibrate better), or images "
-                        f"(folders, files, globs, @list.txt) through the model's own preprocessing. Default: "
+                        f"(a folder, file, glob or @list.txt) through the model's own preprocessing. Default: "
                         f"{DEFAULT_SAMPLES} synthetic images, the post-training default for accuracy, which takes "
-                        f"about a minute per model on a small CPU; --calibration 16 is quick for a look")
+                        f"minutes per model on a small CPU; --calibration 16 is quick for a look")
 
 
 def int8_calibration(args: argparse.Namespace, dtypes, say) -> object:
@@ -73,11 +73,11 @@ def int8_calibration(args: argparse.Namespace, dtypes, say) -> object:
     if args.calibration is None:
         if int8:
             say(f"int8: each model is calibrated on its first call on {DEFAULT_SAMPLES} seeded synthetic images (the "
-                "default; about a minute per model on a small CPU); --calibration N or images to choose")
+                "default, for accuracy; minutes per model on a small CPU); --calibration N or images to choose")
         return None
     if not int8:
         raise ValueError("--calibration applies to --dtype int8")
-    return backend_option(calibration_source(args.calibration))
+    return backend_option(calibration_source([args.calibration]))
 
 
 @contextlib.contextmanager
