@@ -73,7 +73,8 @@ def papers_page() -> str:
         "sSE / scSE (Roy, Navab, Wachinger, *Concurrent Spatial and Channel Squeeze & Excitation in "
         "Fully Convolutional Networks*, MICCAI 2018). `se_multi.model_info(name, input_size=(224, 224), "
         "**options)` counts parameters and multiply-accumulates by walking the model's own op graph "
-        "with shapes only (no arrays, no framework); `se-multi info seresnet50 --reduction 8` prints "
+        "with shapes only (no arrays, no framework; under a second for SE-ResNet-152), with the SE "
+        "blocks' share and the gate multiplies apart; `se-multi info seresnet50 --reduction 8` prints "
         "the per-stage table. The tables below are what `se-multi info --paper` prints, generated "
         "when this site was built. Parameter counts also equal, exactly, the learnable entries of "
         "the peers' state dicts in the parity fixtures (`tests/test_info.py`).", "",
