@@ -85,17 +85,10 @@ class Backend(abc.ABC):
     - arrays: :meth:`asarray` (NumPy or any backend's array -> yours, in the compute dtype, on
       the device) and :meth:`to_numpy` (a ``staticmethod``: yours -> NumPy, same values;
       bfloat16 may stay bfloat16, an ``ml_dtypes`` array, or become float32);
-    - :meth:`conv2d` (PyTorch semantics: cross-correlation, ``groups`` from 1 to depthwise,
-      ``dilation``, padding ``(top, bottom, left, right)``, stride ``(h, w)``), :meth:`linear`,
-      :meth:`batch_norm`;
-    - activations :meth:`relu`, :meth:`relu6`, :meth:`sigmoid`, :meth:`hard_sigmoid`,
-      :meth:`hard_swish`;
-    - pools :meth:`max_pool2d`, :meth:`avg_pool2d` (PyTorch's ``ceil_mode`` and
-      ``count_include_pad`` rules: take output sizes from :func:`se_multi.shapes.pool2d`),
-      :meth:`global_avg_pool` (-> ``(N, C)``);
-    - elementwise :meth:`add`, :meth:`maximum`, :meth:`mul_channel` (``x * s[:, :, None, None]``),
-      :meth:`mul_pixel` (``x * q`` with a one-channel ``q``), :meth:`upsample_nearest2x`,
-      :meth:`concat_channels`.
+    - the primitives of the op table (:mod:`se_multi.op_table`), each listed here with what it
+      computes (output sizes and their errors: :mod:`se_multi.shapes`, e.g. ``pool2d``):
+
+    {PRIMITIVES}
 
     **Class attributes** (set them on your subclass):
 
@@ -143,10 +136,10 @@ class Backend(abc.ABC):
       here (``se-multi backends``); :meth:`framework` (default: the distribution and version of
       :attr:`package`, from metadata).
     - :meth:`fold_batch_norm` (default: :func:`se_multi.reference.fold_batch_norm`, float64).
-    - fused ops (:attr:`FUSED_OPS`: :meth:`conv2d_act`, :meth:`squeeze`, :meth:`excite`,
-      :meth:`scale`, :meth:`scale_add_relu`, :meth:`add_relu`, :meth:`spatial_gate`,
-      :meth:`scse`): defaults composed from the primitives; override one only for speed,
-      validate checks it like a primitive.
+    - fused ops (:attr:`FUSED_OPS`, from the op table): defaults composed from the primitives;
+      override one only for speed, validate checks it like a primitive:
+
+    {FUSED}
 
     **Instance attributes**: ``dtype`` (the compute dtype's name) and ``device`` (your
     device name, or ``None``), set by ``Backend.__init__(dtype, device)``, which your
@@ -421,6 +414,16 @@ for _name in op_table.PRIMITIVES:
     setattr(Backend, _name, _abstract_primitive(op_table.OPS[_name]))
 abc.update_abstractmethods(Backend)
 del _name
+
+
+def _listed(names) -> str:
+    ops = (op_table.OPS[n] for n in names)
+    return "\n".join(f"      - :meth:`{op.name}` ``({', '.join(op.args)})``: {op.doc}" for op in ops)
+
+
+if Backend.__doc__:  # None under python -OO
+    Backend.__doc__ = (Backend.__doc__.replace("    {PRIMITIVES}\n", _listed(op_table.PRIMITIVES) + "\n")
+                       .replace("    {FUSED}\n", _listed(op_table.FUSED_OPS) + "\n"))
 
 
 class GraphBackend(Backend):

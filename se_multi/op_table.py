@@ -107,7 +107,8 @@ def _binary(name):
 #: every op, primitives first; the order is the order of ``Backend``'s methods
 TABLE: tuple[Op, ...] = (
     Op("conv2d", PRIMITIVE, ("x", "w", "b", *_CONV), _conv,
-       "2-D cross-correlation (PyTorch ``conv2d`` semantics), grouped and depthwise included."),
+       "2-D cross-correlation (PyTorch ``conv2d`` semantics): ``groups`` from 1 to depthwise, ``dilation``, "
+       "``padding`` (top, bottom, left, right), ``stride`` (h, w)."),
     Op("linear", PRIMITIVE, ("x", "w", "b"), lambda x, w, b=None: shapes.linear(x, w),
        "``x @ w.T + b`` for ``x`` of shape (N, in)."),
     Op("batch_norm", PRIMITIVE, ("x", "mean", "var", "weight", "bias", "eps"),
@@ -119,9 +120,10 @@ TABLE: tuple[Op, ...] = (
     Op("hard_sigmoid", PRIMITIVE, ("x",), _unary, "PyTorch's definition: ``relu6(x + 3) / 6``."),
     Op("hard_swish", PRIMITIVE, ("x",), _unary, "``x * relu6(x + 3) / 6``."),
     Op("max_pool2d", PRIMITIVE, ("x", "kernel", "stride", "padding", "ceil_mode"), _max_pool,
-       "Max pool; ``kernel``/``stride``/``padding`` are (h, w); PyTorch ``ceil_mode`` rule."),
+       "Max pool; ``kernel``/``stride``/``padding`` are (h, w); PyTorch's ``ceil_mode`` rule "
+       "(output sizes: :func:`se_multi.shapes.pool2d`)."),
     Op("avg_pool2d", PRIMITIVE, ("x", "kernel", "stride", "padding", "ceil_mode", "count_include_pad"), _avg_pool,
-       "Average pool with PyTorch's divisor rules."),
+       "Average pool with PyTorch's ``ceil_mode`` and ``count_include_pad`` divisor rules."),
     Op("global_avg_pool", PRIMITIVE, ("x",), shapes.global_avg_pool, "Mean over H and W: feature map -> (N, C)."),
     Op("add", PRIMITIVE, ("a", "b"), _binary("add"), "``a + b``: two feature maps of one shape."),
     Op("maximum", PRIMITIVE, ("a", "b"), _binary("maximum"), "Elementwise ``max(a, b)``: two feature maps of one shape."),

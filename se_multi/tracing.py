@@ -111,7 +111,10 @@ def _traced(op: op_table.Op):
     """A primitive on shapes: the op table's shape rule on its arguments' shapes."""
 
     def method(self, *args, **kwargs):
-        return self.out(op.output_shape(*args, **kwargs))
+        shape = tuple(op.output_shape(*args, **kwargs))
+        if len(args) == 1 and not kwargs and isinstance(args[0], ShapeArray) and shape == args[0].shape:
+            return args[0]  # elementwise: the input itself, as the activations above (a gate keeps its weight)
+        return self.out(shape)
 
     method.__name__, method.__doc__ = op.name, f"``{op.name}`` on shapes: its shape rule."
     return method

@@ -85,3 +85,12 @@ def test_the_size_rules_are_a_leaf():
 
 def test_a_circle_is_found():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_op_table_and_the_dtype_table_sit_under_the_backend_contract():
+    """The op table reads the size rules and the reference only; the dtype table reads nothing of
+    se_multi; the backend contract is derived from both, so every adapter can read them."""
+    edges = import_map()
+    assert edges["se_multi.op_table"] == {"se_multi.shapes", "se_multi.reference"}
+    assert edges["se_multi.dtypes"] == set()
+    assert {"se_multi.op_table", "se_multi.dtypes"} <= edges["se_multi.backend"]
