@@ -835,6 +835,9 @@ def run_suite(backend: str | Backend = "auto", dtype: str = "float32", device: s
 
 
 def covered_ops() -> set[str]:
+    """The ops (and blocks, models) the suite checks; ``tests/test_op_table.py`` holds it to every op
+    of :mod:`se_multi.op_table`, so a new op needs a check here (written by hand: its inputs and the
+    reference call) before that test passes."""
     return {c.op for c in build_checks()}
 
 
