@@ -8,6 +8,10 @@ on a PIL image is::
     ToTensor()                                      # float32 / 255
     Normalize(mean, std)
 
+A Caffe conversion's config (Cadene's BN-Inception: ``input_space="BGR"``, ``input_range=(0, 255)``,
+mean 104/117/128, std 1) reorders the channels to BGR and multiplies by 255 after ``ToTensor``, as
+pretrainedmodels' ``TransformImage`` does (``ToSpaceBGR``, ``ToRange255``), then normalises.
+
 torchvision's Resize on a PIL image calls ``PIL.Image.resize`` itself, so doing the
 same Pillow calls here gives the same pixels; the float steps are done in float32
 in the same order, so the result equals timm's to float rounding (the fixtures in
@@ -121,6 +125,10 @@ def _check_cfg(cfg: PretrainedCfg) -> None:
         raise ValueError(f"{cfg.tag}: crop_mode {cfg.crop_mode!r} not supported; expected 'center'")
     if not cfg.crop_pct > 0:
         raise ValueError(f"{cfg.tag}: crop_pct must be > 0; got {cfg.crop_pct}")
+    if cfg.input_space not in ("RGB", "BGR"):
+        raise ValueError(f"{cfg.tag}: input_space {cfg.input_space!r} not supported; expected 'RGB' or 'BGR'")
+    if tuple(cfg.input_range) not in ((0, 1), (0, 255)):
+        raise ValueError(f"{cfg.tag}: input_range {cfg.input_range!r} not supported; expected (0, 1) or (0, 255)")
 
 
 def transform(img: Image.Image, cfg: PretrainedCfg, source: str = "image") -> np.ndarray:
@@ -136,6 +144,11 @@ def transform(img: Image.Image, cfg: PretrainedCfg, source: str = "image") -> np
     img = img.resize(target, _FILTERS[cfg.interpolation])
     img = center_crop(img, height, width)
     x = np.asarray(img, dtype=np.uint8).astype(np.float32) / np.float32(255)
+    # a Caffe checkpoint's input (pretrainedmodels' TransformImage): BGR, then back to 0-255
+    if cfg.input_space == "BGR":
+        x = x[..., ::-1]
+    if cfg.input_range[1] == 255:
+        x = x * np.float32(255)
     mean, std = np.asarray(cfg.mean, np.float32), np.asarray(cfg.std, np.float32)
     x = (x - mean) / std  # float32 throughout, the order torchvision's Normalize uses
     return np.ascontiguousarray(x.transpose(2, 0, 1))

@@ -57,6 +57,11 @@ class PretrainedCfg:
     hub_id: str | None = None
     url: str | None = None
     license: str | None = None
+    #: channel order the checkpoint expects ("RGB", or "BGR" for Caffe conversions such as Cadene's
+    #: BN-Inception) and the pixel range before normalisation ((0, 1), or (0, 255): Caffe's raw
+    #: pixels, then mean 104/117/128 and std 1), as pretrainedmodels' ``input_space``/``input_range``
+    input_space: str = "RGB"
+    input_range: tuple[float, float] = (0.0, 1.0)
 
     @property
     def model_name(self) -> str:
