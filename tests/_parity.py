@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from se_multi.conformance import MODEL_TOLERANCES
+from se_multi.conformance import MODEL_TOLERANCES, tolerance_for
 from se_multi.init import recipe_input, recipe_state
 
 DATA = Path(__file__).parent / "data" / "parity"
@@ -19,10 +19,18 @@ DATA = Path(__file__).parent / "data" / "parity"
 RUNS = tuple((b, d, MODEL_TOLERANCES[d]) for b, d in (
     ("numpy", "float64"), ("numpy", "float32"), ("torch", "float32"), ("mlx", "float32"), ("cupy", "float32"),
     ("onnxruntime", "float32"), ("openvino", "float32")))
-#: the fixtures store stage features in float32: a float64 run can match them only to float32 rounding
-FEATURE_TOL = {"float64": 1e-6, "float32": 1e-4}
 #: the runs whose stage features are compared (op-by-op backends: a whole graph exposes none)
 FEATURE_RUNS = (("numpy", "float64"), ("numpy", "float32"), ("torch", "float32"))
+#: the dtype the fixtures store stage features in (the peer's float64 run, rounded)
+FEATURE_STORED = "float32"
+
+
+def feature_tolerance(dtype: str) -> float:
+    """What a stage feature computed in ``dtype`` is held to: a stage feature is an internal
+    feature map, so the op-level row of the one tolerance table, of ``dtype`` or of the float32
+    the peer's values are stored in, whichever is coarser (a float64 run can match float32
+    values only to float32 rounding)."""
+    return max(tolerance_for(dtype), tolerance_for(FEATURE_STORED))
 
 #: fixture folder -> se_multi model name
 FIXTURE_MODELS = {
@@ -77,6 +85,28 @@ def rel_err(ours, peer) -> float:
     return float(np.abs(ours - peer).max() / np.abs(peer).max())
 
 
+def stage_features(fixture: str, module, ops, x) -> dict:
+    """The intermediates the fixture records, named as it names them: a model's
+    ``forward_features`` stages; for MobileNet (no ``forward_features``), ``blocks.i`` (timm's
+    stages) or, for the torchvision fixture, ``features.k`` (its units: the stem, then every block
+    in order)."""
+    x = ops.input(x)
+    if hasattr(module, "forward_features"):
+        return dict(module.forward_features(ops, x))
+    torchvision = fixture.startswith("torchvision.")
+    x = module.conv_stem(ops, x)
+    out, k = ({"features.0": x} if torchvision else {}), 1
+    for i, stage in enumerate(module.blocks):
+        for block in stage:
+            x = block(ops, x)
+            if torchvision:
+                out[f"features.{k}"] = x
+            k += 1
+        if not torchvision:
+            out[f"blocks.{i}"] = x
+    return out
+
+
 def peer_runs(directory: Path):
     """``get(fixture, backend, dtype) -> (logits, stage features or None)``, float64, each computed
     once: the fixture's checkpoint is written once into ``directory``, loaded through the public
@@ -102,7 +132,7 @@ def peer_runs(directory: Path):
             if (backend, dtype) in FEATURE_RUNS:
                 ops = model.ops
                 features = {name: se_multi.to_numpy(ops.output(f)).astype(np.float64)
-                            for name, f in model.module.forward_features(ops, ops.input(x)).items()}
+                            for name, f in stage_features(fixture, model.module, ops, x).items()}
             cache[key] = logits, features
             del model
             gc.collect()

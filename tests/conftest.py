@@ -48,3 +48,13 @@ def any_backend(request) -> str:
     """Each built-in backend's name (cupy included), skipped with the reason where it cannot run."""
     require_backend(request.param)
     return request.param
+
+
+@pytest.fixture(scope="session")
+def peer_results(tmp_path_factory):
+    """``(fixture, backend, dtype) -> (logits, stage features or None)`` of the parity fixtures
+    (``_parity.peer_runs``), each run once per test session and shared by every parity module
+    (the logits tests and the one stage-feature test read the same runs)."""
+    from _parity import peer_runs
+
+    return peer_runs(tmp_path_factory.mktemp("peer_checkpoints"))
