@@ -11,14 +11,17 @@ one channel, ``Sigmoid``), its pixel scale and the scSE combine. The graph's bat
 width are symbolic, so one quantized graph serves every input size.
 
 **SE kept in float** (the default): the squeeze, the gate and the scale (:func:`float_nodes`), and
-the U-Net's sSE gate, pixel scale and scSE combine, get no quantizer; only the small FCs are
-quantized. NNCF has an ``SE_BLOCK`` ignored pattern that does this where it matches (ReduceMean ->
-linear -> ReLU/PReLU/Swish -> linear -> Sigmoid/HSigmoid -> Multiply), but it misses MobileNetV3's
-hard-sigmoid gate (OpenVINO reads ONNX ``HardSigmoid`` as its ``HardSigmoid`` op, not ``HSigmoid``)
-and SE-MobileNet's ReLU6 excitation, and ONNX Runtime's quantizer quantizes a whole SE block
-(``GlobalAveragePool``, ``Sigmoid``, ``Mul``), so both engines get the node names from se_multi's
-own marks: NNCF as an ``IgnoredScope``, ONNX Runtime as ``nodes_to_exclude``. ``quantize_se=True``
-quantizes the SE ops too (for NNCF this also switches its ``SE_BLOCK`` pattern off for that call).
+the U-Net's sSE gate, pixel scale and scSE combine, get no quantizer; the small FCs are quantized,
+except where NNCF's own ``SE_BLOCK`` ignored pattern matches (ReduceMean -> linear ->
+ReLU/PReLU/Swish -> linear -> Sigmoid/HSigmoid -> Multiply: the SE-ResNet/ResNeXt/SENet blocks),
+which is left on and keeps that block's FCs in float too (read back from the quantized models on
+2026-12-02: SE-ResNet-18's excitation convs read float inputs, MobileNetV3-Small's a FakeQuantize).
+The pattern misses MobileNetV3's hard-sigmoid gate (OpenVINO reads ONNX ``HardSigmoid`` as its
+``HardSigmoid`` op, not ``HSigmoid``) and SE-MobileNet's ReLU6 excitation, and ONNX Runtime's
+quantizer quantizes a whole SE block (``GlobalAveragePool``, ``Sigmoid``, ``Mul``), so both engines
+get the node names from se_multi's own marks: NNCF as an ``IgnoredScope``, ONNX Runtime as
+``nodes_to_exclude``. ``quantize_se=True`` quantizes the SE ops too (for NNCF this also switches
+its ``SE_BLOCK`` pattern off for that call).
 
 **Engines.** NNCF: ``nncf.quantize`` on the model converted by ``openvino.convert_model`` with
 its default (``performance``: symmetric) preset, ``subset_size`` the calibration count and
