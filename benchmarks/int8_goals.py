@@ -43,10 +43,7 @@ def _peer_int8(model: str, size: int, arrays):
 
     ov_model = ov.convert_model(export(model, size, 1))
     q = nncf.quantize(ov_model, nncf.Dataset(list(arrays)), subset_size=len(arrays), fast_bias_correction=False)
-    backend = se_multi.get_backend("openvino", dtype="int8")
-    from se_multi.backends.openvino_backend import _InferPool
-
-    return _InferPool(backend.compile_model(q), np.float32)
+    return se_multi.get_backend("openvino", dtype="int8").model_engine(q, np.float32)
 
 
 def build(size: int, calibration: int, agreement: int, mobile: bool, peer: bool):
