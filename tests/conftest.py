@@ -1,5 +1,10 @@
 """Shared test helpers: which backends this machine can run, and the one way to skip for it.
 
+The suite runs on every core (pytest-xdist, ``-n auto --dist loadgroup`` unless ``-n`` is given:
+:func:`pytest_cmdline_main`): tests that
+share a built model, a session or a file through a module- or session-scoped fixture run on one
+worker (:func:`pytest_collection_modifyitems`), so each such fixture is still made once.
+
 A test skips only for what the machine lacks (a package, a device, a dtype a backend does
 not have), with the reason ``backend_status`` gives; an unknown backend name is an error,
 and no error of se_multi's is ever turned into a skip.
@@ -58,3 +63,38 @@ def peer_results(tmp_path_factory):
     from _parity import peer_runs
 
     return peer_runs(tmp_path_factory.mktemp("peer_checkpoints"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which turns -n into workers
+def pytest_cmdline_main(config):
+    """``-n auto --dist loadgroup`` for the tests (this conftest is read for them only: the
+    benchmarks, which pytest-benchmark does not time under xdist, stay serial) unless the
+    command line says ``-n`` (``-n 0``: serial) or ``--dist``, or pytest-xdist is missing."""
+    option = config.option
+    if hasattr(config, "workerinput") or not hasattr(option, "numprocesses"):
+        return
+    if option.numprocesses is None:
+        option.numprocesses = "auto"
+        if option.dist == "no":
+            option.dist = "loadgroup"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """An ``xdist_group`` for each test that shares state with others through a fixture of a
+    wider scope than the test, so that under ``--dist loadgroup`` the fixture is made on one
+    worker only: the parity tests of one fixture (``peer_results``' runs are per fixture: the
+    groups spread the fixtures over the workers), and the tests of a module that has a
+    module-scoped fixture. A test that names its own group keeps it (``ray``: one Ray cluster at
+    a time)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        defs = getattr(item, "_fixtureinfo", None)
+        scopes = {name: fdefs[-1].scope for name, fdefs in (defs.name2fixturedefs.items() if defs else ())
+                  if fdefs}
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "peer_results" in scopes and "fixture" in params:
+            item.add_marker(pytest.mark.xdist_group(f"parity:{params['fixture']}"))
+        elif any(scope == "module" for scope in scopes.values()):
+            item.add_marker(pytest.mark.xdist_group(f"module:{item.module.__name__}"))

@@ -205,6 +205,7 @@ def test_actor_cpus_leave_room_for_the_readers():
     assert actor_cpus(1, 4) == 0.25
 
 
+@pytest.mark.xdist_group("ray")  # one local Ray cluster at a time: ray.init() joins one already running
 def test_ray_local_cluster_gives_the_single_process_rows(photos, tmp_path):
     """A local Ray with 2 actors on the 30 images: the same rows as one process (in its own
     interpreter: Ray starts and stops worker processes)."""

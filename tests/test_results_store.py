@@ -383,6 +383,7 @@ def test_a_run_that_stores_nothing_leaves_no_files(tmp_path):
 
 
 # ------------------------------------------------------------------------------ Ray: the same failures
+@pytest.mark.xdist_group("ray")  # one local Ray cluster at a time: ray.init() joins one already running
 @pytest.mark.parametrize("extra,code,message", [
     (("--weights", "nope.safetensors"), 3, "se-multi predict: error: checkpoint not found: nope.safetensors"),
     (("--backend", "bogus"), 3, "se-multi predict: error: unknown backend 'bogus'"),
