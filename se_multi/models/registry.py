@@ -28,7 +28,8 @@ import importlib
 import pkgutil
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping
 
 from se_multi.checkpoint import Converter
 from se_multi.nn import Module
@@ -51,6 +52,9 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+#: bumped by every registration: what is derived from the entries (:func:`_derived`) is made again
+_VERSION = 0
+_CACHE: dict = {}
 #: the package path the families were last imported from (``None``: not yet)
 _LOADED_FROM: tuple[str, ...] | None = None
 _LOADING = False
@@ -94,7 +98,9 @@ def register_model(fn: Callable[..., Module] | None = None, *, name: str | None 
     def register(builder: Callable[..., Module]) -> Callable[..., Module]:
         if not callable(builder):
             raise TypeError(f"register_model takes a builder function; got {type(builder).__name__}")
+        global _VERSION
         model_name = name or builder.__name__
+        _VERSION += 1
         _REGISTRY[model_name] = _check_entry(ModelEntry(
             model_name, builder, getattr(builder, "__module__", "?"), tuple(pretrained), default_tag,
             tuple(layouts), None if conformance_input is None else tuple(conformance_input)))
@@ -159,15 +165,28 @@ def layouts(model_name: str) -> list[tuple[str, Converter]]:
     return list(entry.layouts) if entry else []
 
 
-def pretrained_cfgs() -> dict[str, Any]:
+def _derived(what: str, make: Callable[[dict[str, ModelEntry]], dict]) -> Mapping:
+    """``make(entries)``, read-only, made again only when the registry has changed (the lookups of
+    :mod:`se_multi.pretrained` run once per image)."""
+    _load_families()
+    key = (id(_REGISTRY), _VERSION)
+    if _CACHE.get("key") != key:
+        _CACHE.clear()
+        _CACHE["key"] = key
+    if what not in _CACHE:
+        _CACHE[what] = MappingProxyType(make(dict(_REGISTRY)))
+    return _CACHE[what]
+
+
+def pretrained_cfgs() -> Mapping[str, Any]:
     """Every registered pretrained config, by tag."""
-    return {cfg.tag: cfg for entry in entries().values() for cfg in entry.pretrained}
+    return _derived("cfgs", lambda known: {cfg.tag: cfg for e in known.values() for cfg in e.pretrained})
 
 
-def default_tags() -> dict[str, str]:
+def default_tags() -> Mapping[str, str]:
     """Model name -> its default tag, for the models that have a pretrained config."""
-    return {name: entry.default_tag or entry.pretrained[0].tag
-            for name, entry in entries().items() if entry.pretrained}
+    return _derived("tags", lambda known: {name: e.default_tag or e.pretrained[0].tag
+                                           for name, e in known.items() if e.pretrained})
 
 
 def conformance_cases() -> tuple[tuple[str, tuple[int, int, int, int]], ...]:
