@@ -37,6 +37,14 @@ minus the means 104/117/128 (its pretrained config below).
 ``se_bninception`` (native layout): SE (r = 16, ``C // r``) on each Inception module's
 concatenated output, the SE-Inception module of the paper's Fig. 2, for all ten modules (3a-5b),
 keys ``inception_<m>_se.fc1`` / ``.fc2``.
+
+Complexity counted on the graphs that run (``se-multi info``: multiply-adds plus SE gate multiplies,
+the paper's convention; 2026-12-02): BN-Inception 2.033 G at 224 (paper 2.03), SE-BN-Inception
+2.034 G (paper 2.04), 11.30 M / 11.94 M parameters. Inception-ResNet-v2 6.469 G at 224 and 13.156 G
+at 299 (its checkpoints' size), SE 6.483 G / 13.176 G, 55.84 M / 64.39 M parameters. The paper's
+11.75 / 11.76 (its Table 2 says 224) is this graph with 34 / 16 / 7 grids in place of the 35 / 17 / 8
+it has at 299: 11.732 G / 11.751 G at 297 or 298 pixels (within 0.2% and 0.1%), so the paper's Caffe
+model is one row smaller than TF-slim's after the stem at 299; neither 224 nor 299 gives it.
 """
 
 from __future__ import annotations
