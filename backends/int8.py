@@ -34,8 +34,8 @@ u8s8 pair its x86 VNNI kernels take), MinMax calibration.
 once, on its first call, with its ``calibration`` option (:func:`check_options`): NCHW float
 arrays, a callable ``module -> arrays`` (what :func:`se_multi.quantize.calibration` makes from
 images), or ``None``/a count, which asks the bound module for its default
-(``module.calibration_default(count)``, which :func:`se_multi.models.create_model` gives every
-model it binds: :mod:`se_multi.calibration`). The calibration data comes from above; this layer
+(``module.calibration_default(count)``, which a :class:`se_multi.models.Model` gives its bound
+module: :mod:`se_multi.calibration`). The calibration data comes from above; this layer
 never preprocesses an image.
 """
 
@@ -345,8 +345,8 @@ def calibration_arrays(calibration, module) -> list[np.ndarray]:
     else:
         default = getattr(module, "calibration_default", None)
         if default is None:
-            raise ValueError("int8: this module has no default calibration (it was not built by "
-                             "se_multi.models.create_model); pass the backend calibration= arrays or a callable")
+            raise ValueError("int8: this module has no default calibration (it is not the module of "
+                             "a se_multi.models.Model); pass the backend calibration= arrays or a callable")
         arrays = list(default(calibration))
     if not arrays:
         raise ValueError("int8: the calibration gave no arrays")

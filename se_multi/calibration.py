@@ -4,8 +4,8 @@ images are given (``dtype="int8"`` on ``openvino``/``onnxruntime``, ``se-multi q
 
 :func:`synthetic_images`: seeded random images (smooth random colour fields with pixel noise)
 through the model's own preprocessing. :class:`DefaultCalibration` is the callable that
-:func:`se_multi.models.create_model` gives every model it binds as
-``module.calibration_default``: the int8 adapter (:mod:`se_multi.backends.int8`) calls it, so the
+:class:`se_multi.models.Model` gives its bound module as ``module.calibration_default``
+(:func:`se_multi.models.create_model` with the weights' preprocessing): the int8 adapter (:mod:`se_multi.backends.int8`) calls it, so the
 adapter never preprocesses an image. Every use warns (:class:`CalibrationWarning`) that real images
 from the deployment's own data calibrate better. Images are :mod:`se_multi.quantize`'s business.
 

@@ -26,6 +26,11 @@ class Model:
             raise TypeError(f"{name}: Model needs the module bound on {ops!r} (what bind(state, ops) returns)")
         self.name, self.module, self.ops, self.in_chans = name, module, ops, in_chans
         self.declaration = module.declaration
+        if "calibration_default" not in module.__dict__:  # create_model gives the weights' preprocessing
+            from se_multi.calibration import DefaultCalibration
+
+            # what an int8 backend calibrates it on when given no data (the adapter never preprocesses)
+            module.calibration_default = DefaultCalibration(name)
         self._input_sizes = None
 
     backend = property(lambda self: self.ops)
