@@ -131,8 +131,11 @@ def test_a_new_familys_layout_is_detected_and_converted(toy_family, tmp_path_fac
 
 def test_the_toy_family_is_gone_afterwards():
     """The fixture leaves the registry as the built-in families made it (other tests list every model)."""
+    from se_multi.pretrained import DEFAULT_TAGS, list_pretrained
+
     assert TOY not in list_models()
     assert all(name != TOY for name, _ in conformance.model_cases())
+    assert TOY_TAG not in list_pretrained() and TOY not in DEFAULT_TAGS  # no stale lookup table
 
 
 def test_every_family_declares_a_conformance_case_and_every_model_a_default_tag():
