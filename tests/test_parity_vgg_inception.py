@@ -93,7 +93,10 @@ def test_se_twin_is_the_plain_layout_plus_se(fixture):
 
 
 @pytest.mark.parametrize("backend,dtype", RUNS, ids=[f"{b}-{d}" for b, d in RUNS])
-@pytest.mark.parametrize("fixture", FIXTURES)  # the inner loop is the backends: one checkpoint held at a time
+# the inner loop is the backends (one checkpoint held at a time); under pytest-xdist each fixture's
+# runs share one worker, where its checkpoint is written and read once
+@pytest.mark.parametrize("fixture", [pytest.param(f, marks=pytest.mark.xdist_group(f"vgg_inception:{f}"))
+                                     for f in FIXTURES])
 def test_logits_match_peer(peer_declared, fixture, backend, dtype):
     from se_multi.dispatch import get_backend, to_numpy
     from se_multi.models import Model

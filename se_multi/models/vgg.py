@@ -103,15 +103,20 @@ class PooledClassifierConv(Module):
 
     def _bind(self, local, ops):
         h, w = self.map
-        weight = np.asarray(local[f"{self.name}.weight"], np.float64).reshape(
-            self.out_features, self.channels, POOL_SIZE, POOL_SIZE)
-        if (h, w) != (POOL_SIZE, POOL_SIZE):
-            # K[o, c, y, x] = sum_ij W[o, c, i, j] P_h[i, y] P_w[j, x]: one float64 GEMM with the
-            # Kronecker product of the two axes' bins (49 x h*w)
+        weight = local[f"{self.name}.weight"]
+        if (h, w) == (POOL_SIZE, POOL_SIZE):
+            kernel = np.asarray(weight, np.float64).reshape(self.out_features, self.channels, h, w)
+        else:
+            # K[o, c, y, x] = sum_ij W[o, c, i, j] P_h[i, y] P_w[j, x]: a float64 GEMM with the Kronecker
+            # product of the two axes' bins (49 x h*w), by blocks of rows (no float64 copy of all of W)
             bins = np.kron(adaptive_avg_matrix(h), adaptive_avg_matrix(w))
-            weight = (weight.reshape(-1, POOL_SIZE * POOL_SIZE) @ bins).reshape(
-                self.out_features, self.channels, h, w)
-        self.w = ops.param(np.ascontiguousarray(weight), "conv")
+            rows = np.asarray(weight).reshape(self.out_features, -1)
+            kernel = np.empty((self.out_features, self.channels * h * w))
+            for start in range(0, self.out_features, 256):
+                block = rows[start:start + 256].astype(np.float64).reshape(-1, POOL_SIZE * POOL_SIZE)
+                kernel[start:start + 256] = (block @ bins).reshape(-1, self.channels * h * w)
+            kernel = kernel.reshape(self.out_features, self.channels, h, w)
+        self.w = ops.param(kernel, "conv")
         self.b = ops.param(np.asarray(local[f"{self.name}.bias"], np.float64), "vector")
 
     def forward(self, ops, x):
