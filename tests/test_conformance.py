@@ -198,7 +198,8 @@ def test_validate_command_names_precision_and_bias(capsys):
                    "--dtype", "bfloat16"])
     out = capsys.readouterr().out
     assert rc == 1
-    assert "does not compute in bfloat16: whole-model errors are float32-sized (seresnet50 " in out
+    assert "does not compute in bfloat16: whole-model errors are float32-sized (" in out
+    assert all(f"{name} " in out.split("float32-sized (")[1] for name, _ in conformance.model_cases())
     assert out.strip().splitlines()[-1].endswith("failing ops and models: precision")
     rc = cli.main(["validate", "--backend", "tests.broken_backends:RunModelScalesOutputBfloat16",
                    "--dtype", "bfloat16"])
