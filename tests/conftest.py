@@ -1,7 +1,7 @@
 """Shared test helpers: which backends this machine can run, and the one way to skip for it.
 
-The suite runs on every core (pytest-xdist, ``-n auto --dist loadgroup`` unless ``-n`` is given:
-:func:`pytest_cmdline_main`): tests that
+The whole suite runs on every core (pytest-xdist, ``-n auto --dist loadgroup`` unless ``-n`` is
+given: :func:`pytest_cmdline_main`): tests that
 share a built model, a session or a file through a module- or session-scoped fixture run on one
 worker (:func:`pytest_collection_modifyitems`), so each such fixture is still made once.
 
@@ -67,13 +67,15 @@ def peer_results(tmp_path_factory):
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which turns -n into workers
 def pytest_cmdline_main(config):
-    """``-n auto --dist loadgroup`` for the tests (this conftest is read for them only: the
-    benchmarks, which pytest-benchmark does not time under xdist, stay serial) unless the
-    command line says ``-n`` (``-n 0``: serial) or ``--dist``, or pytest-xdist is missing."""
+    """``-n auto --dist loadgroup`` for the whole suite (``python -m pytest -q``: no paths given,
+    the testpaths run) unless the command line says ``-n`` (``-n 0``: serial) or pytest-xdist is
+    missing. A run of chosen files or tests stays serial unless it asks for ``-n`` (the workers'
+    start-up would outweigh it); the benchmarks never read this conftest (pytest-benchmark times
+    nothing under xdist)."""
     option = config.option
     if hasattr(config, "workerinput") or not hasattr(option, "numprocesses"):
         return
-    if option.numprocesses is None:
+    if option.numprocesses is None and config.args_source == pytest.Config.ArgsSource.TESTPATHS:
         option.numprocesses = "auto"
         if option.dist == "no":
             option.dist = "loadgroup"
