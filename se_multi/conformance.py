@@ -693,9 +693,16 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def model_check(model_name: str, shape) -> Check:
+def model_check(model_name: str, shape, options: dict | None = None) -> Check:
     """``Model(x)`` on the backend -- its own ``run_model`` -- against the same declaration and
-    seeded weights bound on the float64 reference."""
+    seeded weights bound on the float64 reference. ``options``: builder options (default: what the
+    family declared as its ``conformance_options``, e.g. a narrower classifier); the check's name
+    shows them."""
+    if options is None:
+        from se_multi.models.registry import entries
+
+        entry = entries().get(model_name)
+        options = dict(entry.conformance_options) if entry is not None else {}
 
     def run(t: Ctx):
         from se_multi.backends.numpy_backend import NumpyBackend
@@ -703,7 +710,7 @@ def model_check(model_name: str, shape) -> Check:
         from se_multi.init import recipe_state
         from se_multi.models import Model, build_model
 
-        declaration = build_model(model_name)
+        declaration = build_model(model_name, **options)
         state = recipe_state((k, s.shape, s.kind) for k, s in declaration.param_specs().items())
         x = t.normal(shape)
         reference_ops = NumpyBackend("float64")
@@ -711,7 +718,8 @@ def model_check(model_name: str, shape) -> Check:
         model = Model(model_name, declaration.bind(state, t.ops), t.ops)
         return model(x), want
 
-    return Check(f"{model_name}[{_fmt_shape(shape)}]", f"model {model_name}", run, level="model")
+    built = "".join(f",{k}={v!r}" for k, v in sorted(options.items())).replace(" ", "")
+    return Check(f"{model_name}[{_fmt_shape(shape)}{built}]", f"model {model_name}", run, level="model")
 
 
 def model_checks() -> list[Check]:

@@ -11,7 +11,10 @@ anywhere names it. Each family registers each of its models with :func:`register
 - ``layouts``: ``(layout name, converter)`` pairs for checkpoint key layouts other than the native
   one, tried in order (:func:`se_multi.checkpoint.to_native` says what a converter is);
 - ``conformance_input``: an NCHW shape at which ``se-multi validate`` checks the whole model
-  (:func:`se_multi.conformance.model_cases`); one model of each family declares one.
+  (:func:`se_multi.conformance.model_cases`); one model of each family declares one;
+- ``conformance_options``: builder options for that check (e.g. a narrower classifier), where the
+  default build is too heavy to check on every backend and dtype but the family's code paths are
+  the same at a smaller width.
 
 ``register_model`` also works as a bare decorator (``@register_model``), as it always has: a model
 registered so has no pretrained config, no other layout and no conformance case.
@@ -27,7 +30,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
@@ -49,6 +52,8 @@ class ModelEntry:
     default_tag: str | None = None
     layouts: tuple[tuple[str, Converter], ...] = ()
     conformance_input: tuple[int, int, int, int] | None = None
+    #: builder options for the conformance check (``{}``: the default build)
+    conformance_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -83,13 +88,20 @@ def _check_entry(entry: ModelEntry) -> ModelEntry:
             isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
         raise ValueError(f"register_model({name!r}): conformance_input must be an NCHW shape of 4 positive "
                          f"ints; got {shape!r}")
+    if not isinstance(entry.conformance_options, Mapping) or not all(
+            isinstance(k, str) for k in entry.conformance_options):
+        raise TypeError(f"register_model({name!r}): conformance_options is a mapping of builder options; "
+                        f"got {entry.conformance_options!r}")
+    if entry.conformance_options and shape is None:
+        raise ValueError(f"register_model({name!r}): conformance_options without a conformance_input")
     return entry
 
 
 def register_model(fn: Callable[..., Module] | None = None, *, name: str | None = None,
                    pretrained: Iterable = (), default_tag: str | None = None,
                    layouts: Iterable[tuple[str, Converter]] = (),
-                   conformance_input: tuple[int, int, int, int] | None = None):
+                   conformance_input: tuple[int, int, int, int] | None = None,
+                   conformance_options: Mapping[str, Any] | None = None):
     """Register a model builder under ``name`` (default: the builder's ``__name__``), with what its
     family declares about it (see the module docstring). ``@register_model`` or
     ``@register_model(pretrained=..., ...)`` as a decorator, or ``register_model(builder, ...)``;
@@ -103,7 +115,8 @@ def register_model(fn: Callable[..., Module] | None = None, *, name: str | None 
         _VERSION += 1
         _REGISTRY[model_name] = _check_entry(ModelEntry(
             model_name, builder, getattr(builder, "__module__", "?"), tuple(pretrained), default_tag,
-            tuple(layouts), None if conformance_input is None else tuple(conformance_input)))
+            tuple(layouts), None if conformance_input is None else tuple(conformance_input),
+            MappingProxyType(dict(conformance_options or {}))))
         return builder
 
     return register if fn is None else register(fn)
