@@ -21,6 +21,7 @@ class PaperRow(NamedTuple):
     gflops: float | None  # the paper's figure (multiply-adds incl. gate multiplies)
     mparams: float | None  # the paper's figure, millions
     without_se: bool = False  # count the model less its SE blocks (the paper's baseline)
+    input_size: tuple[int, int] | None = None  # where the table's 224x224 is not the model's input
 
 
 #: Hu et al., SENet (TPAMI), the complexity columns of Tables 2, 3 and 7 (../shared/paper/README.md).
@@ -39,6 +40,13 @@ PAPER = (
     PaperRow("2", "SE-ResNeXt-50 (32x4d)", "legacy_seresnext50_32x4d", {}, 4.25, None),
     PaperRow("2", "ResNeXt-101 (32x4d)", "legacy_seresnext101_32x4d", {}, 7.99, None, without_se=True),
     PaperRow("2", "SE-ResNeXt-101 (32x4d)", "legacy_seresnext101_32x4d", {}, 8.00, None),
+    PaperRow("2", "VGG-16 (BN)", "se_vgg16_bn", {}, 15.47, None, without_se=True),
+    PaperRow("2", "SE-VGG-16 (BN)", "se_vgg16_bn", {}, 15.48, None),
+    PaperRow("2", "BN-Inception", "se_bninception", {}, 2.03, None, without_se=True),
+    PaperRow("2", "SE-BN-Inception", "se_bninception", {}, 2.04, None),
+    PaperRow("2", "Inception-ResNet-v2", "se_inception_resnet_v2", {}, 11.75, None, without_se=True,
+             input_size=(299, 299)),
+    PaperRow("2", "SE-Inception-ResNet-v2", "se_inception_resnet_v2", {}, 11.76, None, input_size=(299, 299)),
     # not in Table 2: the paper gives no complexity for SENet-154 (the ILSVRC 2017 winner); se_multi's count
     PaperRow("2", "SENet-154", "legacy_senet154", {}, None, None),
     PaperRow("3", "MobileNet", "mobilenetv1_100", {}, 0.569, 4.2),
@@ -78,6 +86,17 @@ _NOTES = {
                                 "like timm's `seresnext*_32x4d` and has the same SE widths at r = 16, so the two "
                                 "layouts cost the same: only key names and the stem pool's padding convention "
                                 "differ (56x56 either way at 224x224)",
+    "se_vgg16_bn": "SE-VGG-16 puts SE (r = 16) after the ReLU of every conv; SE only after each stage's last "
+                   "ReLU (`se_placement='stage'`) costs 15.477 G, which also rounds to the paper's 15.48: "
+                   "Table 2 cannot tell the two apart, and the paper's rule for non-residual networks "
+                   "(SE after the non-linearity following each convolution) decides",
+    "se_bninception": "SE-BN-Inception puts SE on each Inception module's concatenated output (the paper's "
+                      "Fig. 2); BN-Inception (Cadene's `bninception`) runs at 224x224 only",
+    "se_inception_resnet_v2": "Inception-ResNet-v2 is counted at its own input, 299x299 (at 224x224 it costs "
+                              "6.47 G): neither size gives the paper's 11.75. The same graph at 298x298 costs "
+                              "11.75 G (grids 34/16/7 after the stem instead of 35/17/8), so the paper's Caffe "
+                              "model most likely lost one row in its stem (an inference: the paper does not say); "
+                              "SE sits on each of the 40 residual branches before the sum",
     "legacy_senet154": "SENet-154 is not in Table 2 and the paper gives no complexity figure for it: the row "
                        "is se_multi's count alone (64x4d grouped bottlenecks with the first 1x1 conv at half "
                        "width, a 3-conv 3x3 stem, 3x3 shortcut convs; timm's `senet154` costs the same)",
@@ -127,10 +146,11 @@ def paper_tables(input_size=(224, 224)) -> str:
                 continue
             label, name, kwargs, gflops, mparams = row.label, row.model, row.kwargs, row.gflops, row.mparams
             ref_name = f"`{name}`" + (f" ({_kwargs_text(kwargs)})" if kwargs else "") + (
-                " less SE" if row.without_se else "")
+                " less SE" if row.without_se else "") + (
+                f" at {row.input_size[0]}x{row.input_size[1]}" if row.input_size else "")
             notes += [f"`{name}`: {note}." for key, note in _NOTES.items()
                       if key == name and f"`{name}`: {note}." not in notes]
-            info, why = _try_info(name, kwargs, input_size)
+            info, why = _try_info(name, kwargs, row.input_size or input_size)
             if info is None:
                 out.append(f"| {label} | {ref_name} | " + " | ".join(["n/a"] * (len(header) - 3))
                            + f" | {why} |")
