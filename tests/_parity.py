@@ -49,6 +49,13 @@ FIXTURE_MODELS = {
     "seresnext26t_32x4d": "seresnext26t_32x4d",
     "seresnext101_32x8d": "seresnext101_32x8d",
 }
+#: the plain twins of the SENet paper's Table 2 networks (tests/test_parity_vgg_inception.py):
+#: fixture -> (se_multi model, builder options the fixture's input size needs)
+TWIN_FIXTURES = {
+    "torchvision.vgg16_bn": ("vgg16_bn", {"img_size": (112, 144)}),
+    "inception_resnet_v2": ("inception_resnet_v2", {}),
+    "pretrainedmodels.bninception": ("bninception", {}),
+}
 
 
 def manifest(fixture: str) -> dict:

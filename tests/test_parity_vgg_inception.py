@@ -18,16 +18,11 @@ import re
 import numpy as np
 import pytest
 
+from _parity import TWIN_FIXTURES as FIXTURES
 from _parity import manifest, expected, peer_input, rel_err, write_peer_checkpoint
 from conftest import require_backend
 from se_multi.conformance import MODEL_TOLERANCES
 
-#: fixture -> (se_multi model, builder options the fixture's input size needs)
-FIXTURES = {
-    "torchvision.vgg16_bn": ("vgg16_bn", {"img_size": (112, 144)}),
-    "inception_resnet_v2": ("inception_resnet_v2", {}),
-    "pretrainedmodels.bninception": ("bninception", {}),
-}
 #: plain twin -> its SE version (the paper's Table 2 pairs)
 SE_TWINS = {"vgg16_bn": "se_vgg16_bn", "inception_resnet_v2": "se_inception_resnet_v2",
             "bninception": "se_bninception"}
