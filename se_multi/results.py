@@ -20,7 +20,7 @@ streams into one loses the run on a crash. The rules:
   truncated or deleted output is rewritten from the store by the next run, without recomputing.
 - **Resume knows the run.** The store records what produced its rows (:data:`IDENTITY`: model,
   weights -- a checkpoint file by its SHA-256, a hub id by name -- or the seed, preprocessing
-  tag, dtype, top-k, mask folder, se_multi version); a run with other settings is refused with
+  tag, dtype, top-k, mask folder, int8 calibration, se_multi version); a run with other settings is refused with
   one line naming each difference (``overwrite=True`` / ``--overwrite`` starts over). Images
   are keyed by resolved real path (:func:`se_multi.predict.source_key`; ``[i]`` for an image of
   an ``.npy`` batch): a source file whose images are in the store is never run again, whatever
@@ -61,7 +61,7 @@ from se_multi.predict import ROW_FIELDS, Prediction
 #: the store of ``OUTPUT`` is ``OUTPUT`` + this
 STORE_SUFFIX = ".sqlite"
 #: what a run's results depend on: a resume must match each of these
-IDENTITY = ("model", "weights", "seed", "pretrained_cfg", "dtype", "topk", "output_dir", "se_multi")
+IDENTITY = ("model", "weights", "seed", "pretrained_cfg", "dtype", "topk", "output_dir", "calibration", "se_multi")
 #: the output is rewritten during a run at most this often (seconds); ``refresh_s`` overrides
 REFRESH_S = 10.0
 #: ...and never for more than this share of the run's time (a view of a million rows costs seconds)

@@ -340,6 +340,23 @@ def test_predict_at_int8_with_a_chosen_calibration(engine, tmp_path, capsys):
         assert abs(np.log(entry["prob"]) - np.log(want[entry["class"]])) <= bound
 
 
+def test_resuming_int8_results_with_another_calibration_is_refused(tmp_path, capsys):
+    """int8 results depend on what the model was calibrated on: the results store compares it like
+    the dtype, so a resume never mixes two calibrations' rows (and a rerun with the same one adds none)."""
+    _need("onnxruntime")
+    from se_multi.cli import main
+
+    image, out = _image(tmp_path), tmp_path / "r.jsonl"
+    run = ["predict", str(image), "--model", SMALL, "--backend", "onnxruntime", "--dtype", "int8", "--quiet",
+           "--output", str(out)]
+    assert main(run + ["--calibration", "2"]) == 0
+    rows = out.read_text()
+    assert main(run + ["--calibration", "3"]) == 3
+    assert "(calibration: 2 synthetic there, 3 synthetic here): pass --overwrite" in capsys.readouterr().err
+    assert main(run + ["--calibration", "2"]) == 0
+    assert out.read_text() == rows
+
+
 @pytest.mark.parametrize("engine", list(ENGINES))
 def test_bench_at_int8_with_a_chosen_calibration(engine, tmp_path, capsys):
     _need(engine)

@@ -85,8 +85,24 @@ def run_identity(args: argparse.Namespace, cfg) -> dict:
             "dtype": args.dtype.lower(), "topk": args.topk,
             "output_dir": os.path.realpath(args.output_dir) if args.output_dir else None, "se_multi": __version__,
             "weights_given": args.weights, "backend": args.backend, "device": args.device,
-            "batch_size": args.batch_size, "ray": args.ray, "calibration": args.calibration,
+            "calibration": _calibration_identity(args.calibration, args.dtype),
+            "batch_size": args.batch_size, "ray": args.ray,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _calibration_identity(calibration: str | None, dtype: str) -> str | None:
+    """What an int8 run was calibrated on, as the results store compares it (int8 results of two
+    calibrations differ): ``None`` off int8, the default's name, a count, or a folder's or list's
+    real path."""
+    if dtype.lower() != "int8":
+        return None
+    if calibration is None:
+        return "default"
+    if calibration.isdigit():
+        return f"{int(calibration)} synthetic"
+    if calibration.startswith("@"):
+        return "@" + os.path.realpath(calibration[1:])
+    return os.path.realpath(calibration)
 
 
 def run(args: argparse.Namespace) -> int:
