@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from se_multi import nn
+from se_multi import nn, op_table
 from se_multi import reference as ref
 from se_multi.backend import ACTIVATIONS, Backend
 from se_multi.dtypes import COMPUTE_DTYPES, round_to, unit_roundoff
@@ -332,7 +332,7 @@ def _fmt_shape(shape) -> str:
 
 # =========================================================================== primitive checks
 #: feature maps: batch 1 and >1, 1x1 spatial, odd H != W, C not divisible by 16 or 8
-FMAP_SHAPES = [(1, 3, 1, 1), (2, 6, 7, 9), (1, 20, 8, 5), (3, 36, 6, 6)]
+FMAP_SHAPES = list(op_table.FMAP_SHAPES)
 
 
 def conv2d_check(n, c, h, w, out, kernel=(3, 3), stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1),
@@ -443,20 +443,46 @@ AVG_POOL_CASES = [
 ]
 
 
-def _unary_map_check(op, shape, ref_fn) -> Check:
+def _drawn(t: "Ctx", arg: op_table.Arg) -> np.ndarray:
+    if arg.values == "gate":
+        return t.uniform(arg.shape, 0.0, 1.0)
+    return t.conv_weight(arg.shape) if arg.values == "weight" else t.normal(arg.shape)
+
+
+def _handed(t: "Ctx", arg: op_table.Arg, x):
+    if arg.role == "fmaps":
+        return [t.fmap(v) for v in x]
+    return {"fmap": t.fmap, "nc": t.nc, "vector": t.vector, "conv": t.conv, "linear": t.linear}[arg.role](x)
+
+
+def _case_check(op: op_table.Op, case: op_table.Case) -> Check:
+    arrays = [a for a in case.args.values() if isinstance(a, op_table.Arg)]
+    first = arrays[0] if arrays else None
+    shown = ("" if first is None else " + ".join(_fmt_shape(s) for s in first.shape) if first.role == "fmaps"
+             else _fmt_shape(first.shape))
+
     def run(t: Ctx):
-        x = t.normal(shape)
-        return getattr(t.ops, op)(t.fmap(x)), ref_fn(x)
+        mine, theirs = {}, {}
+        for name, arg in case.args.items():
+            if isinstance(arg, op_table.Arg):
+                x = [_drawn(t, op_table.Arg(s)) for s in arg.shape] if arg.role == "fmaps" else _drawn(t, arg)
+                mine[name], theirs[name] = _handed(t, arg, x), x
+            else:
+                mine[name] = theirs[name] = arg
+        # positionally, in the table's order (an adapter may name its parameters otherwise)
+        given = [n for n in op.args if n in mine]
+        lead = list(op.args[:len(given)]) == given
+        got = (getattr(t.ops, op.name)(*(mine[n] for n in given)) if lead
+               else getattr(t.ops, op.name)(**mine))
+        return got, op.reference(**theirs)
 
-    return Check(f"{op}[{_fmt_shape(shape)}]", op, run)
+    return Check(f"{op.name}[{shown}]", op.name, run, elementwise=case.elementwise)
 
 
-def _binary_map_check(op, shape, ref_fn) -> Check:
-    def run(t: Ctx):
-        a, b = t.normal(shape), t.normal(shape)
-        return getattr(t.ops, op)(t.fmap(a), t.fmap(b)), ref_fn(a, b)
-
-    return Check(f"{op}[{_fmt_shape(shape)}]", op, run, elementwise=True)
+def case_checks(kind: str | None = None) -> list[Check]:
+    """The checks the op table declares (:attr:`se_multi.op_table.Op.cases`), in table order: of
+    the primitives (``kind="primitive"``), the fused ops (``"fused"``) or every op (``None``)."""
+    return [_case_check(op, case) for op in op_table.TABLE if kind in (None, op.kind) for case in op.cases]
 
 
 def _channel_scale_check(op, shape) -> Check:
@@ -493,14 +519,10 @@ def primitive_checks() -> list[Check]:
     checks += [_activation_check(act, s) for act in ACTIVATIONS for s in ((2, 6, 7, 9), (1, 3, 1, 1), (3, 36, 6, 6))]
     checks += [_pool_check("max_pool2d", *case) for case in MAX_POOL_CASES]
     checks += [_pool_check("avg_pool2d", *case) for case in AVG_POOL_CASES]
-    checks += [_unary_map_check("global_avg_pool", s, ref.global_avg_pool) for s in FMAP_SHAPES]
-    checks += [_binary_map_check("add", s, ref.add) for s in FMAP_SHAPES[:2]]
-    checks += [_binary_map_check("maximum", s, ref.maximum) for s in FMAP_SHAPES[:2]]
     checks += [_channel_scale_check("mul_channel", s) for s in FMAP_SHAPES]
-    checks += [_mul_pixel_check(s) for s in FMAP_SHAPES[:3]]
-    checks += [_unary_map_check("upsample_nearest2x", s, ref.upsample_nearest2x) for s in FMAP_SHAPES[:3]]
-    checks += [_concat_check([(2, 3, 5, 7), (2, 4, 5, 7), (2, 1, 5, 7)]), _concat_check([(1, 2, 1, 1)] * 2)]
-    return checks
+    # global_avg_pool, add, maximum, mul_pixel, upsample_nearest2x, concat_channels, and any new
+    # primitive: the cases its op-table entry declares
+    return checks + case_checks(op_table.PRIMITIVE)
 
 
 # =========================================================================== fused-op checks
@@ -566,7 +588,6 @@ def fused_checks() -> list[Check]:
     acts = (None, "relu", "relu6", "sigmoid", "hard_sigmoid", "hard_swish")
     checks = [_conv2d_act_check(act, conv_cases[i % len(conv_cases)]) for i, act in enumerate(acts)]
     checks += [_conv2d_act_check("relu", case) for case in (CONV_CASES[0], CONV_CASES[10])]
-    checks += [_unary_map_check("squeeze", s, ref.global_avg_pool) for s in FMAP_SHAPES]
     checks += [
         _excite_check(2, 36, 4, True, "relu", "sigmoid"),
         _excite_check(1, 20, 1, True, "relu", "sigmoid"),   # C_r = C // 16 = 1
@@ -576,10 +597,10 @@ def fused_checks() -> list[Check]:
     ]
     checks += [_channel_scale_check("scale", s) for s in FMAP_SHAPES]
     checks += [_scale_add_relu_check(s) for s in FMAP_SHAPES]
-    checks += [_binary_map_check("add_relu", s, lambda a, b: ref.relu(a + b)) for s in FMAP_SHAPES]
     checks += [_spatial_gate_check(s) for s in FMAP_SHAPES[:3]]
     checks += [_scse_check(s, mode) for s in ((2, 6, 7, 9), (1, 20, 1, 1)) for mode in ("add", "max")]
-    return checks
+    # squeeze, add_relu, and any new fused op: the cases its op-table entry declares
+    return checks + case_checks(op_table.FUSED)
 
 
 # =========================================================================== block checks

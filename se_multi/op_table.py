@@ -13,7 +13,11 @@ Each :class:`Op` names an op of :class:`se_multi.Backend` and says
 - its ``reference``: the NumPy definition in :mod:`se_multi.reference`, which the conformance
   suite compares every backend to (in float64);
 - for a fused op, ``composes``: the primitives its ``Backend`` default calls (besides the
-  activations it is given by name, when ``takes_activation``).
+  activations it is given by name, when ``takes_activation``);
+- its conformance ``cases`` (:class:`Case`): arguments the suite calls the op with, on every
+  backend, against its reference (:func:`se_multi.conformance.case_checks`). An op whose checks
+  need more than random arrays of given shapes (weights in a checkpoint's ranges, an activation
+  applied to a conv) has them written out in :mod:`se_multi.conformance` instead.
 
 Everything that must know every op reads it from here: ``Backend``'s abstract primitives and
 :attr:`~se_multi.Backend.FUSED_OPS`, the numpy backend (each primitive it does not write out is
@@ -22,11 +26,10 @@ its shape rule), MLX's device placement, the one-op graphs of the ONNX-fed engin
 tests that the ONNX recorder records and the conformance suite checks every op
 (``tests/test_op_table.py``).
 
-Adding a primitive: an :class:`Op` here, its function in :mod:`se_multi.reference` (with its
-shape rule in :mod:`se_multi.shapes` if no existing one fits), and its method in each adapter
-that has its own (torch, mlx, cupy, the ONNX recorder; a third-party backend too), plus a
-conformance check (:mod:`se_multi.conformance`). ``tests/test_op_table.py`` fails until each
-of these is there.
+Adding a primitive: an :class:`Op` here, with its conformance ``cases``; its function in
+:mod:`se_multi.reference` (with its shape rule in :mod:`se_multi.shapes` if no existing one
+fits); and its method in each adapter that has its own (torch, mlx, cupy, the ONNX recorder; a
+third-party backend too). ``tests/test_op_table.py`` fails until each of these is there.
 """
 
 from __future__ import annotations
@@ -41,6 +44,51 @@ PRIMITIVE = "primitive"
 FUSED = "fused"
 
 
+#: feature-map shapes the conformance cases use: batch 1 and >1, 1x1 spatial, odd H != W, C not
+#: divisible by 16 or 8
+FMAP_SHAPES = ((1, 3, 1, 1), (2, 6, 7, 9), (1, 20, 8, 5), (3, 36, 6, 6))
+#: how a check hands an array argument to the backend (:class:`Arg`)
+ROLES = ("fmap", "fmaps", "nc", "vector", "conv", "linear")
+#: how a check draws an array argument's values (:class:`Arg`)
+VALUES = ("normal", "gate", "weight")
+
+
+@dataclass(frozen=True)
+class Arg:
+    """An array argument of a conformance :class:`Case`.
+
+    ``shape``: its NCHW shape (for ``role="fmaps"``, a list of shapes). ``role``: how the backend
+    receives it -- ``"fmap"`` a feature map (through ``Backend.input``), ``"fmaps"`` a list of
+    them, ``"nc"`` an (N, C) vector (``Backend.asarray``), ``"vector"``/``"conv"``/``"linear"`` a
+    weight (``Backend.param``). ``values``: ``"normal"`` N(0, 1), ``"gate"`` uniform in (0, 1) as a
+    sigmoid gives, ``"weight"`` N(0, 1/fan_in). Every value is rounded to the backend's dtype
+    first, so the reference sees exactly what the backend holds."""
+
+    shape: tuple
+    role: str = "fmap"
+    values: str = "normal"
+
+    def __post_init__(self):
+        if self.role not in ROLES or self.values not in VALUES:
+            raise AssertionError(f"Arg: role must be one of {ROLES} and values one of {VALUES}; "
+                                 f"got {self.role!r}, {self.values!r}")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One conformance check of an op: its arguments by name (an :class:`Arg` for an array, any
+    other value as it is). ``elementwise``: every output element is one rounding of its own, so
+    its bias is held to the elementwise bound too (:class:`se_multi.conformance.Check`)."""
+
+    args: dict
+    elementwise: bool = False
+
+
+def _fmaps(*names, shapes=FMAP_SHAPES, **arg):
+    """Cases with each of ``names`` a feature map of each shape in ``shapes``."""
+    return tuple(Case({n: Arg(s, **arg) for n in names}, elementwise=False) for s in shapes)
+
+
 @dataclass(frozen=True)
 class Op:
     """One op of the backend contract (see the module docstring)."""
@@ -52,6 +100,7 @@ class Op:
     doc: str
     composes: tuple[str, ...] = ()
     takes_activation: bool = False
+    cases: tuple[Case, ...] = ()
 
     @property
     def reference(self) -> Callable:
@@ -124,20 +173,28 @@ TABLE: tuple[Op, ...] = (
        "(output sizes: :func:`se_multi.shapes.pool2d`)."),
     Op("avg_pool2d", PRIMITIVE, ("x", "kernel", "stride", "padding", "ceil_mode", "count_include_pad"), _avg_pool,
        "Average pool with PyTorch's ``ceil_mode`` and ``count_include_pad`` divisor rules."),
-    Op("global_avg_pool", PRIMITIVE, ("x",), shapes.global_avg_pool, "Mean over H and W: feature map -> (N, C)."),
-    Op("add", PRIMITIVE, ("a", "b"), _binary("add"), "``a + b``: two feature maps of one shape."),
-    Op("maximum", PRIMITIVE, ("a", "b"), _binary("maximum"), "Elementwise ``max(a, b)``: two feature maps of one shape."),
+    Op("global_avg_pool", PRIMITIVE, ("x",), shapes.global_avg_pool, "Mean over H and W: feature map -> (N, C).",
+       cases=_fmaps("x")),
+    Op("add", PRIMITIVE, ("a", "b"), _binary("add"), "``a + b``: two feature maps of one shape.",
+       cases=tuple(Case({"a": Arg(s), "b": Arg(s)}, elementwise=True) for s in FMAP_SHAPES[:2])),
+    Op("maximum", PRIMITIVE, ("a", "b"), _binary("maximum"), "Elementwise ``max(a, b)``: two feature maps of one shape.",
+       cases=tuple(Case({"a": Arg(s), "b": Arg(s)}, elementwise=True) for s in FMAP_SHAPES[:2])),
     Op("mul_channel", PRIMITIVE, ("x", "s"), shapes.mul_channel, "``x[n, c, h, w] * s[n, c]`` (channel-wise broadcast)."),
-    Op("mul_pixel", PRIMITIVE, ("x", "q"), shapes.mul_pixel, "``x[n, c, h, w] * q[n, 0, h, w]`` (pixel-wise broadcast)."),
+    Op("mul_pixel", PRIMITIVE, ("x", "q"), shapes.mul_pixel, "``x[n, c, h, w] * q[n, 0, h, w]`` (pixel-wise broadcast).",
+       cases=tuple(Case({"x": Arg(s), "q": Arg((s[0], 1, *s[2:]), values="gate")}, elementwise=True)
+                   for s in FMAP_SHAPES[:3])),
     Op("upsample_nearest2x", PRIMITIVE, ("x",), shapes.upsample_nearest2x,
-       "Nearest-neighbour upsampling by 2: every pixel repeated 2x2, (H, W) -> (2H, 2W)."),
+       "Nearest-neighbour upsampling by 2: every pixel repeated 2x2, (H, W) -> (2H, 2W).",
+       cases=_fmaps("x", shapes=FMAP_SHAPES[:3])),
     Op("concat_channels", PRIMITIVE, ("xs",), shapes.concat_channels,
-       "Feature maps of one N, H, W concatenated along channels, in order."),
+       "Feature maps of one N, H, W concatenated along channels, in order.",
+       cases=(Case({"xs": Arg([(2, 3, 5, 7), (2, 4, 5, 7), (2, 1, 5, 7)], role="fmaps")}),
+              Case({"xs": Arg([(1, 2, 1, 1)] * 2, role="fmaps")}))),
     # fused ops: Backend's default composes the primitives named; override one only for speed
     Op("conv2d_act", FUSED, ("x", "w", "b", "act", *_CONV), _conv_act,
        "Convolution + bias + activation (BN is already folded into ``w``, ``b``).", ("conv2d",), True),
     Op("squeeze", FUSED, ("x",), shapes.global_avg_pool, "SE squeeze: global average pool, feature map -> (N, C).",
-       ("global_avg_pool",)),
+       ("global_avg_pool",), cases=_fmaps("x")),
     Op("excite", FUSED, ("z", "w1", "b1", "w2", "b2", "act", "gate"),
        lambda z, w1, b1, w2, b2, act="relu", gate="sigmoid": shapes.excite(z, w1, w2),
        "SE excitation on the squeezed (N, C) vector: FC -> act -> FC -> gate.", ("linear",), True),
@@ -147,7 +204,7 @@ TABLE: tuple[Op, ...] = (
        lambda x, s, residual: shapes.same("scale_add_relu", shapes.mul_channel(x, s), residual),
        "``relu(x * s + residual)``: the end of a standard SE residual unit.", ("mul_channel", "add", "relu")),
     Op("add_relu", FUSED, ("a", "b"), _binary("add_relu"), "``relu(a + b)``: the end of a plain residual unit.",
-       ("add", "relu")),
+       ("add", "relu"), cases=tuple(Case({"a": Arg(s), "b": Arg(s)}, elementwise=True) for s in FMAP_SHAPES)),
     Op("spatial_gate", FUSED, ("x", "w", "b"), lambda x, w, b=None: shapes.spatial_gate(x, w),
        "sSE gate: 1x1 conv C -> 1, then sigmoid; a one-channel map.", ("conv2d", "sigmoid")),
     Op("scse", FUSED, ("x", "s", "q", "mode"),
@@ -180,6 +237,10 @@ def _check() -> None:
             raise AssertionError(f"op {op.name}: kind must be {PRIMITIVE!r} or {FUSED!r}; got {op.kind!r}")
         if (op.kind == FUSED) != bool(op.composes) or not set(op.composes) <= set(PRIMITIVES):
             raise AssertionError(f"op {op.name}: a fused op, and only one, composes primitives; got {op.composes}")
+        for case in op.cases:
+            if not set(case.args) <= set(op.args):
+                raise AssertionError(f"op {op.name}: a case names arguments it does not take: "
+                                     f"{sorted(set(case.args) - set(op.args))}")
     missing = set(ACTIVATIONS) - set(PRIMITIVES)
     if missing:
         raise AssertionError(f"activations without a primitive: {sorted(missing)}")

@@ -207,3 +207,42 @@ def test_cupy_kernels_have_a_code_for_every_activation():
     from se_multi.backends import cupy_kernels
 
     assert set(cupy_kernels.ACT_CODES) == {None, *ACTIVATIONS}
+
+
+def test_an_ops_declared_cases_are_its_conformance_checks(monkeypatch):
+    """A new op declared with ``cases`` is checked on every backend with no edit to the suite:
+    here a toy primitive, right on one backend and wrong on another."""
+    negate = op_table.Op("negate", op_table.PRIMITIVE, ("x",), lambda x: x, "``-x``.",
+                         cases=op_table._fmaps("x", shapes=op_table.FMAP_SHAPES[:2]))
+    monkeypatch.setattr(reference, "negate", lambda x: -x, raising=False)
+    monkeypatch.setattr(op_table, "TABLE", op_table.TABLE + (negate,))
+
+    class Right(NumpyBackend):
+        def negate(self, x):
+            return -x
+
+    class Wrong(NumpyBackend):
+        def negate(self, x):
+            return x
+
+    checks = [c for c in conformance.case_checks(op_table.PRIMITIVE) if c.op == "negate"]
+    assert [c.name for c in checks] == ["negate[1x3x1x1]", "negate[2x6x7x9]"]
+    assert checks == [c for c in conformance.primitive_checks() if c.op == "negate"]
+    right, wrong = Right("float32"), Wrong("float32")
+    assert all(conformance.run_check(c, right).passed for c in checks)
+    # the inputs are N(0, 1) draws: -x differs from x wherever x is not zero
+    assert not any(conformance.run_check(c, wrong).passed for c in checks)
+
+
+def test_a_case_names_only_arguments_its_op_takes():
+    with pytest.raises(AssertionError, match="negate: a case names arguments it does not take"):
+        bad = op_table.Op("negate", op_table.PRIMITIVE, ("x",), lambda x: x, "",
+                          cases=(op_table.Case({"y": op_table.Arg((1, 1, 1, 1))}),))
+        saved = op_table.TABLE
+        try:
+            op_table.TABLE = saved + (bad,)
+            op_table._check()
+        finally:
+            op_table.TABLE = saved
+    with pytest.raises(AssertionError, match="role must be one of"):
+        op_table.Arg((1, 2, 3, 4), role="weights")
