@@ -25,6 +25,8 @@ API_MODULES = [
     ("se_multi", "the package: create_model, get_backend, to_numpy, preprocess, predict_batch, model_info, export_onnx"),
     ("se_multi.models", "the model registry, Model and create_model"),
     ("se_multi.backend", "the backend contract: Backend, GraphBackend"),
+    ("se_multi.op_table", "every op of the backend contract, declared once: arguments, shape rule, reference, conformance cases"),
+    ("se_multi.models.registry", "register_model: what a model family declares"),
     ("se_multi.dispatch", "finding backends by name, entry points and module:Class"),
     ("se_multi.shapes", "every op's output size and its error"),
     ("se_multi.conformance", "the conformance suite behind se-multi validate, and its tolerance table"),
