@@ -250,6 +250,27 @@ class CupyBackend(Backend):
     def max_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False):
         return self._pool("max_pool", x, kernel, stride, padding, ceil_mode)
 
+    def max_pool2d_indices(self, x, kernel, stride):
+        # the reference's rule in CuPy array ops: each window's first maximum in scan order
+        cp = self._cp
+        (_, _, ho, wo), _ = shapes.max_pool2d_indices(x.shape, kernel, stride)
+        (kh, kw), (sh, sw), width = kernel, stride, x.shape[3]
+        taps = cp.stack([x[:, :, i : i + (ho - 1) * sh + 1 : sh, j : j + (wo - 1) * sw + 1 : sw]
+                         for i in range(kh) for j in range(kw)], axis=-1)
+        k = cp.argmax(taps, axis=-1)  # the first maximum
+        values = cp.ascontiguousarray(cp.take_along_axis(taps, k[..., None], axis=-1)[..., 0])
+        rows = cp.arange(ho)[:, None] * sh + k // kw
+        cols = cp.arange(wo)[None, :] * sw + k % kw
+        return values, (rows * width + cols).astype(cp.int64)
+
+    def max_unpool2d(self, x, indices, output_size):
+        cp = self._cp
+        n, c, h, w = shapes.max_unpool2d(x.shape, indices.shape, output_size)
+        plane = (cp.arange(n * c, dtype=cp.int64) * (h * w))[:, None]
+        out = cp.zeros(n * c * h * w, dtype=x.dtype)
+        out[(indices.reshape(n * c, -1).astype(cp.int64) + plane).ravel()] = x.ravel()
+        return out.reshape(n, c, h, w)
+
     def avg_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
         return self._pool("avg_pool", x, kernel, stride, padding, ceil_mode,
                           count_include_pad=int(count_include_pad))

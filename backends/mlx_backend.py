@@ -368,6 +368,35 @@ class MlxBackend(Backend):
             out = tap if out is None else mx.maximum(out, tap)
         return out
 
+    def max_pool2d_indices(self, x, kernel, stride):
+        """Values and indices in this backend's NHWC layout: indices (N, Ho, Wo, C), each the
+        PyTorch flat ``h * W + w`` of its maximum in its plane (the first maximum in scan order)."""
+        mx = self._mx
+        (_, _, ho, wo), _ = shapes.max_pool2d_indices(self.shape(x), kernel, stride)
+        (kh, kw), (sh, sw), width = kernel, stride, x.shape[2]
+        taps = [x[:, i : i + (ho - 1) * sh + 1 : sh, j : j + (wo - 1) * sw + 1 : sw, :]
+                for i in range(kh) for j in range(kw)]
+        values = taps[0]
+        for tap in taps[1:]:
+            values = mx.maximum(values, tap)
+        k = mx.full(values.shape, kh * kw, mx.int32)
+        for t in reversed(range(kh * kw)):  # the first tap that holds the maximum wins
+            k = mx.where(taps[t] == values, t, k)
+        rows = mx.arange(ho, dtype=mx.int32)[None, :, None, None] * sh + k // kw
+        cols = mx.arange(wo, dtype=mx.int32)[None, None, :, None] * sw + k % kw
+        return values, rows * width + cols
+
+    def max_unpool2d(self, x, indices, output_size):
+        mx = self._mx
+        n, c, h, w = shapes.max_unpool2d(self.shape(x), self.shape(indices), output_size)
+        # NHWC flat position of (n, index, c): (n * H * W + index) * C + c
+        batch = mx.arange(n, dtype=mx.int32)[:, None, None, None] * (h * w)
+        chan = mx.arange(c, dtype=mx.int32)[None, None, None, :]
+        where = ((indices.astype(mx.int32) + batch) * c + chan).reshape(-1)
+        out = mx.zeros((n * h * w * c,), x.dtype)
+        out[where] = x.reshape(-1)
+        return out.reshape(n, h, w, c)
+
     def avg_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
         _, h, w, _ = x.shape
         pads, (ho, wo) = self._pool_pads(x, kernel, stride, padding, ceil_mode, "avg_pool2d")

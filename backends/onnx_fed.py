@@ -166,11 +166,16 @@ class OnnxFedBackend(GraphBackend):
         return tuple(int(d) for d in input_shape)
 
     # ------------------------------------------------------------------ op by op
-    def _make_op_graph(self, op: str, args, kwargs, arrays: list[np.ndarray]):
+    def _make_op_graph(self, op: str, args, kwargs, arrays: list[np.ndarray], part: int | None = None):
         rec = self._recorder()
         syms = [rec.graph_input(f"in{i}", a.shape) for i, a in enumerate(arrays)]
         fill = lambda v: _map_slots(v, lambda s: syms[s.index])  # noqa: E731
         out = getattr(rec, op)(*fill(args), **{k: fill(v) for k, v in kwargs.items()})
+        if isinstance(out, tuple):  # several outputs (max_pool2d_indices): one graph each, run in turn
+            if part is None:
+                runs = [self._make_op_graph(op, args, kwargs, arrays, i) for i in range(len(out))]
+                return lambda *xs: tuple(run(*xs) for run in runs)
+            out = out[part]
         proto = rec.to_model([rec.output(out)], ["out"], graph_name=op)
         # one thread: a one-op graph is tiny, and hundreds of cached graphs must not each own a pool
         return self.engine(proto, threads=1)

@@ -143,6 +143,8 @@ class OnnxRecorder(Backend):
         #: equivalent graph forms for a runtime that computes the plain form wrong (:data:`WORKAROUNDS`)
         self.workarounds = frozenset(workarounds)
         self._symbolic = False  # tracing a size-generic graph: size-specific forms are left out or made generic
+        self._int64: set[str] = set()  # values that are int64 (max_pool2d_indices' indices), not the graph dtype
+        self._pooled: dict[str, Sym] = {}  # indices -> the map they were pooled from (its shape, at run time)
 
     # ------------------------------------------------------------------ graph building
     def _fresh(self, hint: str) -> str:
@@ -204,7 +206,8 @@ class OnnxRecorder(Backend):
             name = output_names[i] if output_names else f"{OUTPUT_NAME}{i}"
             if sym.name != name:
                 self.nodes.append(helper.make_node("Identity", [sym.name], [name], name=f"{name}_identity"))
-            outs.append(helper.make_tensor_value_info(name, self._elem_type, list(sym.shape)))
+            elem = onnx.TensorProto.INT64 if sym.name in self._int64 else self._elem_type
+            outs.append(helper.make_tensor_value_info(name, elem, list(sym.shape)))
         used = {name for node in self.nodes for name in node.input}
         # weights replaced by a reshaped copy (a linear weight used as a 1x1 conv), heads a model never calls
         initializers = [t for t in self.initializers if t.name in used]
@@ -365,6 +368,59 @@ class OnnxRecorder(Backend):
 
     def max_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False):
         return self._pool("MaxPool", x, kernel, stride, padding, ceil_mode)
+
+    def _spatial_shape(self, x: Sym) -> tuple[Sym, Sym]:
+        """``x``'s shape (N, C, H, W) and (N, C, H * W) as int64 tensors, read at run time (a
+        size-generic graph knows neither H nor W)."""
+        n, c, h, w = x.shape
+        shape = self._node("Shape", [x], (4,))
+        hw = self._node("ReduceProd", [self._node("Slice", [shape, self._ints([2]), self._ints([4])], (2,))], (1,),
+                        keepdims=1)
+        lead = self._node("Slice", [shape, self._ints([0]), self._ints([2])], (2,))
+        return shape, self._node("Concat", [lead, hw], (3,), axis=0)
+
+    def max_pool2d_indices(self, x, kernel, stride):
+        """MaxPool with its second output. ONNX's indices are flat over N*C*H*W (NCHW); PyTorch's
+        are flat in each (n, c) plane: their remainder by H*W. Both MaxPool outputs take the first
+        maximum of a window (ONNX Runtime, OpenVINO; tests/test_unpool.py checks ties)."""
+        onnx = _onnx()
+        x = self._tensor(x)
+        if x.vec4d:
+            raise OnnxExportError("ONNX export: MaxPool needs an NCHW feature map; got an (N, C) vector")
+        out, _ = shapes.max_pool2d_indices(x.shape, kernel, stride)
+        values, flat = self._fresh("maxpool"), self._fresh("maxpool_indices")
+        self.nodes.append(onnx.helper.make_node("MaxPool", [x.name], [values, flat], name=values,
+                                                kernel_shape=list(kernel), strides=list(stride), pads=[0, 0, 0, 0]))
+        _, plane = self._spatial_shape(x)
+        hw = self._node("Slice", [plane, self._ints([2]), self._ints([3])], (1,))
+        indices = self._node("Mod", [Sym(flat, out), hw], out)
+        self._int64.add(indices.name)
+        self._pooled[indices.name] = x
+        return Sym(values, out), indices
+
+    def max_unpool2d(self, x, indices, output_size):
+        """ScatterElements of the values into a zero (N, C, H*W) map at their per-plane indices,
+        reshaped to (N, C, H, W): exactly PyTorch's max_unpool2d. (ONNX's MaxUnpool would need the
+        pool's kernel and stride, which the op does not take, and NCHW-flat indices.) Where the
+        indices come from a pool of this graph, of a map of ``output_size``, the output's shape is
+        that map's, read at run time, so a size-generic graph stays generic."""
+        onnx = _onnx()
+        x, indices = self._tensor(x), self._tensor(indices)
+        n, c, h, w = shapes.max_unpool2d(x.shape, indices.shape, output_size)
+        source = self._pooled.get(indices.name)
+        if indices.name not in self._int64:  # a graph input of the graph dtype (an op run alone)
+            indices = self._node("Cast", [indices], indices.shape, to=onnx.TensorProto.INT64)
+        if source is not None and tuple(source.shape[2:]) == (h, w):
+            shape, plane = self._spatial_shape(source)
+        else:
+            shape, plane = self._ints([n, c, h, w]), self._ints([n, c, h * w])
+        zero = onnx.helper.make_tensor("zero", self._elem_type, [1], [0])
+        zeros = self._node("ConstantOfShape", [plane], (n, c, h * w), value=zero)
+        flat = self._ints([0, 0, -1])
+        updates = self._node("Reshape", [x, flat], (n, c, x.shape[2] * x.shape[3]))
+        where = self._node("Reshape", [indices, flat], updates.shape)
+        scattered = self._node("ScatterElements", [zeros, where, updates], (n, c, h * w), axis=2)
+        return self._node("Reshape", [scattered, shape], (n, c, h, w))
 
     def avg_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
         return self._pool("AveragePool", x, kernel, stride, padding, ceil_mode, count_include_pad)

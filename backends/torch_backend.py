@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from se_multi import shapes
 from se_multi.backend import Backend, BackendUnavailable
 
 #: in-place form of each activation, applied to a tensor the op itself created
@@ -226,6 +227,15 @@ class TorchBackend(Backend):
 
     def max_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False):
         return self.F.max_pool2d(x, tuple(kernel), tuple(stride), tuple(padding), ceil_mode=bool(ceil_mode))
+
+    def max_pool2d_indices(self, x, kernel, stride):
+        shapes.max_pool2d_indices(tuple(x.shape), kernel, stride)
+        return self.F.max_pool2d(x, tuple(kernel), tuple(stride), return_indices=True)
+
+    def max_unpool2d(self, x, indices, output_size):
+        shapes.max_unpool2d(tuple(x.shape), tuple(indices.shape), output_size)
+        # aten's own op: it takes the output size alone (F.max_unpool2d wants the pool's kernel and stride)
+        return self.torch.ops.aten.max_unpool2d(x, indices, list(output_size))
 
     def avg_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
         return self.F.avg_pool2d(x, tuple(kernel), tuple(stride), tuple(padding), ceil_mode=bool(ceil_mode),

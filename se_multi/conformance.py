@@ -443,6 +443,44 @@ AVG_POOL_CASES = [
 ]
 
 
+#: (shape, kernel, stride, ties): QuickNAT's 2x2/2 pool (even, odd and 1-pixel-short sizes), an
+#: overlapping 3x3/2 one; ``ties``: values on a coarse grid, so windows hold equal maxima and the
+#: unpooled map shows which of them a backend picked (PyTorch: the first in scan order)
+UNPOOL_CASES = [
+    ((2, 3, 8, 10), (2, 2), (2, 2), False),
+    ((1, 4, 7, 9), (2, 2), (2, 2), False),
+    ((2, 3, 8, 6), (2, 2), (2, 2), True),
+    ((1, 2, 9, 7), (3, 3), (2, 2), True),
+    ((1, 3, 5, 4), (3, 2), (2, 1), False),
+]
+
+
+def _unpool_input(t: "Ctx", shape, ties) -> np.ndarray:
+    return np.round(t.uniform(shape, 0.0, 1.0) * 2) / 2 if ties else t.normal(shape)
+
+
+def _max_pool_indices_check(shape, kernel, stride, ties) -> Check:
+    """The values of ``max_pool2d_indices`` (its indices are the backend's own: the unpool check below)."""
+    def run(t: Ctx):
+        x = _unpool_input(t, shape, ties)
+        return t.ops.max_pool2d_indices(t.fmap(x), kernel, stride)[0], ref.max_pool2d_indices(x, kernel, stride)[0]
+
+    return Check(f"max_pool2d_indices[{_fmt_shape(shape)} k{_fmt_shape(kernel)} s{_fmt_shape(stride)}"
+                 f"{' ties' if ties else ''}]", "max_pool2d_indices", run)
+
+
+def _max_unpool_check(shape, kernel, stride, ties) -> Check:
+    """``max_unpool2d`` of a ``max_pool2d_indices`` back to the input's size: each maximum where the
+    reference put it (with ties: the first in scan order), zeros elsewhere."""
+    def run(t: Ctx):
+        x = _unpool_input(t, shape, ties)
+        size = tuple(shape[2:])
+        values, indices = t.ops.max_pool2d_indices(t.fmap(x), kernel, stride)
+        return t.ops.max_unpool2d(values, indices, size), ref.max_unpool2d(*ref.max_pool2d_indices(x, kernel, stride), size)
+
+    return Check(f"max_unpool2d[{_fmt_shape(shape)} k{_fmt_shape(kernel)} s{_fmt_shape(stride)}"
+                 f"{' ties' if ties else ''}]", "max_unpool2d", run)
+
 def _drawn(t: "Ctx", arg: op_table.Arg) -> np.ndarray:
     if arg.values == "gate":
         return t.uniform(arg.shape, 0.0, 1.0)
@@ -519,6 +557,8 @@ def primitive_checks() -> list[Check]:
     checks += [_activation_check(act, s) for act in ACTIVATIONS for s in ((2, 6, 7, 9), (1, 3, 1, 1), (3, 36, 6, 6))]
     checks += [_pool_check("max_pool2d", *case) for case in MAX_POOL_CASES]
     checks += [_pool_check("avg_pool2d", *case) for case in AVG_POOL_CASES]
+    checks += [_max_pool_indices_check(*case) for case in UNPOOL_CASES]
+    checks += [_max_unpool_check(*case) for case in UNPOOL_CASES]
     checks += [_channel_scale_check("mul_channel", s) for s in FMAP_SHAPES]
     # global_avg_pool, add, maximum, mul_pixel, upsample_nearest2x, concat_channels, and any new
     # primitive: the cases its op-table entry declares

@@ -173,6 +173,13 @@ TABLE: tuple[Op, ...] = (
        "(output sizes: :func:`se_multi.shapes.pool2d`)."),
     Op("avg_pool2d", PRIMITIVE, ("x", "kernel", "stride", "padding", "ceil_mode", "count_include_pad"), _avg_pool,
        "Average pool with PyTorch's ``ceil_mode`` and ``count_include_pad`` divisor rules."),
+    Op("max_pool2d_indices", PRIMITIVE, ("x", "kernel", "stride"), shapes.max_pool2d_indices,
+       "Max pool (no padding, floor sizes) with PyTorch's indices, ``max_pool2d(..., return_indices=True)``: "
+       "``(values, indices)``; the indices (the flat ``h * W + w`` of each maximum in its plane, the first "
+       "maximum in scan order) are the backend's own integer array, for its ``max_unpool2d``."),
+    Op("max_unpool2d", PRIMITIVE, ("x", "indices", "output_size"), shapes.max_unpool2d,
+       "PyTorch's ``max_unpool2d``: zeros of ``output_size`` (h, w) with each value of ``x`` at its index "
+       "(``indices`` from ``max_pool2d_indices``)."),
     Op("global_avg_pool", PRIMITIVE, ("x",), shapes.global_avg_pool, "Mean over H and W: feature map -> (N, C).",
        cases=_fmaps("x")),
     Op("add", PRIMITIVE, ("a", "b"), _binary("add"), "``a + b``: two feature maps of one shape.",

@@ -123,6 +123,34 @@ def max_pool2d(x, kernel, stride, padding=(0, 0), ceil_mode=False):
     return np.ascontiguousarray(win.max(axis=(-2, -1)).astype(x.dtype, copy=False))
 
 
+
+def max_pool2d_indices(x, kernel, stride):
+    """PyTorch's ``max_pool2d(x, kernel, stride, return_indices=True)`` (no padding, floor sizes):
+    ``(values, indices)``, each index the flat position ``h * W + w`` of its maximum in its
+    (n, c) plane, int64; of equal maxima the first in the window's row-major scan (PyTorch's)."""
+    (_, _, ho, wo), _ = shapes.max_pool2d_indices(x.shape, kernel, stride)
+    (kh, kw), (sh, sw), width = kernel, stride, x.shape[3]
+    win = sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw]
+    flat = win.reshape(*win.shape[:4], kh * kw)
+    k = flat.argmax(axis=-1)  # the first maximum in scan order
+    values = np.take_along_axis(flat, k[..., None], axis=-1)[..., 0]
+    rows = np.arange(ho)[:, None] * sh + k // kw
+    cols = np.arange(wo)[None, :] * sw + k % kw
+    return np.ascontiguousarray(values), (rows * width + cols).astype(np.int64)
+
+
+def max_unpool2d(x, indices, output_size):
+    """PyTorch's ``max_unpool2d``: a zero (N, C, H, W) map, ``output_size`` = (H, W), with each value
+    of ``x`` put at its flat index ``h * W + w`` of its (n, c) plane."""
+    n, c, h, w = shapes.max_unpool2d(x.shape, np.shape(indices), output_size)
+    idx = np.asarray(indices).reshape(n, c, -1).astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= h * w):
+        raise ValueError(f"max_unpool2d: indices must lie in [0, {h * w}) for output_size {(h, w)}; "
+                         f"got [{idx.min()}, {idx.max()}]")
+    out = np.zeros((n, c, h * w), dtype=x.dtype)
+    np.put_along_axis(out, idx, x.reshape(n, c, -1), axis=2)
+    return out.reshape(n, c, h, w)
+
 def avg_pool2d(x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
     n, c, h, w = x.shape
     win, _, (eh, ew) = _pool_windows(x, kernel, stride, padding, ceil_mode, 0, "avg_pool2d")

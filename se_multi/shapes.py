@@ -102,6 +102,28 @@ def pool2d(x_shape, kernel, stride, padding=(0, 0), ceil_mode: bool = False, op:
     return n, c, ho, wo
 
 
+
+def max_pool2d_indices(x_shape, kernel, stride):
+    """Max pool with PyTorch's indices (no padding, floor sizes): the values' and the indices'
+    NCHW shapes, one pair."""
+    out = pool2d(x_shape, kernel, stride, (0, 0), False, "max_pool2d_indices")
+    return out, out
+
+
+def max_unpool2d(x_shape, indices_shape, output_size):
+    """NCHW output of a max unpool to ``output_size`` (h, w): the indices have the values' shape,
+    and the output plane holds at least as many pixels as the pooled one."""
+    n, c, h, w = _nchw("max_unpool2d", x_shape)
+    if _dims(indices_shape) != (n, c, h, w):
+        raise ShapeError("max_unpool2d", f"indices of shape {_dims(indices_shape)} for values of shape {(n, c, h, w)}; "
+                                         "expected the same shape")
+    size = tuple(output_size) if isinstance(output_size, (tuple, list)) else ()
+    if (len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in size)
+            or size[0] < h or size[1] < w):
+        raise ShapeError("max_unpool2d", f"output_size {output_size!r} for a {h}x{w} pooled map: expected "
+                                         f"(H, W), ints with H >= {h} and W >= {w}")
+    return n, c, size[0], size[1]
+
 def linear(x_shape, w_shape):
     """(N, out) output of ``x @ w.T`` for ``x`` (N, in) and ``w`` (out, in)."""
     x_shape, w_shape = _dims(x_shape), _dims(w_shape)

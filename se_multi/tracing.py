@@ -112,6 +112,8 @@ def _traced(op: op_table.Op):
 
     def method(self, *args, **kwargs):
         shape = tuple(op.output_shape(*args, **kwargs))
+        if shape and isinstance(shape[0], tuple):  # several outputs (max_pool2d_indices)
+            return tuple(self.out(s) for s in shape)
         if len(args) == 1 and not kwargs and isinstance(args[0], ShapeArray) and shape == args[0].shape:
             return args[0]  # elementwise: the input itself, as the activations above (a gate keeps its weight)
         return self.out(shape)

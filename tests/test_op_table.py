@@ -162,7 +162,8 @@ def _spied(name):
                    else getattr(super(_Spy, self), name)(*args, **kwargs))
         finally:
             called = self.calls.pop() if fused else None
-        assert tuple(np.shape(out)) == tuple(op.output_shape(*args, **kwargs)), f"{name}: shape rule"
+        got = tuple(tuple(np.shape(o)) for o in out) if isinstance(out, tuple) else tuple(np.shape(out))
+        assert got == tuple(op.output_shape(*args, **kwargs)), f"{name}: shape rule"
         if called is not None:
             used = set(called) - (set(ACTIVATIONS) if op.takes_activation else set())
             assert used <= set(op.composes) | set(op_table.FUSED_OPS), f"{name} called {sorted(used)}"

@@ -124,6 +124,26 @@ class JaxBackend(Backend):
         window, strides, pads, _ = self._windows(x, kernel, stride, padding, ceil_mode, "max_pool2d")
         return self.lax.reduce_window(x, self.jnp.array(-self.jnp.inf, x.dtype), self.lax.max, window, strides, pads)
 
+    def max_pool2d_indices(self, x, kernel, stride):
+        jnp = self.jnp
+        (_, _, ho, wo), _ = shapes.max_pool2d_indices(x.shape, kernel, stride)
+        (kh, kw), (sh, sw), width = kernel, stride, x.shape[3]
+        taps = jnp.stack([x[:, :, i : i + (ho - 1) * sh + 1 : sh, j : j + (wo - 1) * sw + 1 : sw]
+                          for i in range(kh) for j in range(kw)], axis=-1)
+        k = jnp.argmax(taps, axis=-1)  # the first maximum in scan order, as PyTorch
+        values = jnp.take_along_axis(taps, k[..., None], axis=-1)[..., 0]
+        rows = jnp.arange(ho)[:, None] * sh + k // kw
+        cols = jnp.arange(wo)[None, :] * sw + k % kw
+        return values, (rows * width + cols).astype(jnp.int32)
+
+    def max_unpool2d(self, x, indices, output_size):
+        jnp = self.jnp
+        n, c, h, w = shapes.max_unpool2d(x.shape, indices.shape, output_size)
+        flat = jnp.zeros((n * c, h * w), x.dtype)
+        rows = jnp.arange(n * c)[:, None]
+        flat = flat.at[rows, indices.reshape(n * c, -1)].set(x.reshape(n * c, -1))
+        return flat.reshape(n, c, h, w)
+
     def avg_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
         window, strides, pads, (eh, ew) = self._windows(x, kernel, stride, padding, ceil_mode, "avg_pool2d")
         zero = self.jnp.array(0, self._acc)
