@@ -297,6 +297,15 @@ class CupyBackend(Backend):
     def concat_channels(self, xs):
         return self._cp.concatenate(list(xs), axis=1)
 
+    def prelu(self, x, slope):
+        shapes.prelu(x.shape, slope.shape)
+        return self._cp.where(x > 0, x, x * slope.reshape(1, -1, 1, 1))
+
+    def channel_shuffle(self, x, groups):
+        n, c, h, w = shapes.channel_shuffle(x.shape, groups)
+        y = x.reshape(n, groups, c // groups, h, w).transpose(0, 2, 1, 3, 4)
+        return self._cp.ascontiguousarray(y).reshape(n, c, h, w)
+
     # ------------------------------------------------------------------ fused SE ops
     def squeeze(self, x):
         x = self._cp.ascontiguousarray(x)

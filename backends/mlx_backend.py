@@ -435,3 +435,13 @@ class MlxBackend(Backend):
 
     def concat_channels(self, xs: Sequence):
         return self._mx.concatenate(list(xs), axis=-1)
+
+    def prelu(self, x, slope):
+        n, h, w, c = x.shape
+        shapes.prelu((n, c, h, w), slope.shape)
+        return self._mx.where(x > 0, x, x * slope)  # NHWC: a (C,) or (1,) slope broadcasts along C
+
+    def channel_shuffle(self, x, groups):
+        n, h, w, c = x.shape
+        shapes.channel_shuffle((n, c, h, w), groups)
+        return x.reshape(n, h, w, groups, c // groups).transpose(0, 1, 2, 4, 3).reshape(n, h, w, c)

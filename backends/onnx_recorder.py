@@ -460,6 +460,33 @@ class OnnxRecorder(Backend):
         xs = [self._tensor(x) for x in xs]
         return self._node("Concat", xs, shapes.concat_channels([x.shape for x in xs]), axis=1)
 
+    def prelu(self, x, slope):
+        """ONNX ``PRelu``: its slope broadcasts from the right, so a per-channel (C,) slope is
+        stored as (C, 1, 1); a shared (1,) slope broadcasts as it is."""
+        x, slope = self._tensor(x), self._tensor(slope)
+        if x.vec4d:
+            raise OnnxExportError("ONNX export: PRelu here takes an NCHW feature map; got an (N, C) vector")
+        out_shape = shapes.prelu(x.shape, slope.shape)
+        if slope.shape != (1,):
+            if slope.const is not None:
+                slope = self._initializer(slope.const.reshape(-1, 1, 1), "slope", key=("slope", slope.name))
+            else:
+                slope = self._node("Unsqueeze", [slope, self._ints([1, 2])], (*slope.shape, 1, 1))
+        return self._node("PRelu", [x, slope], out_shape)
+
+    def channel_shuffle(self, x, groups):
+        """Reshape (N, g, C/g, H*W) -> Transpose -> Reshape back to ``x``'s own runtime shape
+        (``Shape``): a dynamic batch, height and width need no size in the graph (Reshape's 0
+        copies N)."""
+        x = self._tensor(x)
+        if x.vec4d:
+            raise OnnxExportError("ONNX export: channel_shuffle takes an NCHW feature map; got an (N, C) vector")
+        n, c, h, w = shapes.channel_shuffle(x.shape, groups)
+        split = (n, groups, c // groups, "hw")
+        y = self._node("Reshape", [x, self._ints([0, groups, c // groups, -1])], split)
+        y = self._node("Transpose", [y], (n, c // groups, groups, "hw"), perm=[0, 2, 1, 3])
+        return self._node("Reshape", [y, self._node("Shape", [x], (4,))], (n, c, h, w))
+
     # ------------------------------------------------------------------ fused ops in graph form
     def excite(self, z, w1, b1, w2, b2, act="relu", gate="sigmoid"):
         """FC -> act -> FC -> gate as 1x1 Convs on the (N, C, 1, 1) squeeze: no Flatten/Gemm/Unsqueeze."""

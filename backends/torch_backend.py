@@ -262,6 +262,15 @@ class TorchBackend(Backend):
     def concat_channels(self, xs: Sequence):
         return self.torch.cat(list(xs), dim=1)
 
+    def prelu(self, x, slope):
+        shapes.prelu(tuple(x.shape), tuple(slope.shape))
+        return self.F.prelu(x, slope)
+
+    def channel_shuffle(self, x, groups):
+        n, c, h, w = shapes.channel_shuffle(tuple(x.shape), groups)
+        y = x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self._layout(y)
+
     # ------------------------------------------------------------------ fused ops
     def _act_(self, name, y):
         """Activation in place on ``y``, which the calling op has just created."""

@@ -197,6 +197,18 @@ TABLE: tuple[Op, ...] = (
        "Feature maps of one N, H, W concatenated along channels, in order.",
        cases=(Case({"xs": Arg([(2, 3, 5, 7), (2, 4, 5, 7), (2, 1, 5, 7)], role="fmaps")}),
               Case({"xs": Arg([(1, 2, 1, 1)] * 2, role="fmaps")}))),
+    Op("prelu", PRIMITIVE, ("x", "slope"), shapes.prelu,
+       "PyTorch's PReLU: ``x`` where ``x > 0``, else ``slope * x``; ``slope`` one shared (1,) or one per "
+       'channel (C,), an ``ops.param(w, "vector")``.',
+       cases=tuple(Case({"x": Arg(s), "slope": Arg((k,), role="vector")}, elementwise=True)
+                   for s, k in (((2, 6, 7, 9), 6), ((1, 20, 8, 5), 1), ((1, 3, 1, 1), 3)))),
+    Op("channel_shuffle", PRIMITIVE, ("x", "groups"), shapes.channel_shuffle,
+       "ShuffleNet's channel shuffle: (N, C, H, W) as (N, g, C/g, H, W), the two channel axes "
+       "transposed, back to (N, C, H, W); C divisible by ``groups``.",
+       cases=(Case({"x": Arg((2, 6, 7, 9)), "groups": 3}, elementwise=True),
+              Case({"x": Arg((1, 12, 5, 4)), "groups": 4}, elementwise=True),
+              Case({"x": Arg((1, 20, 1, 1)), "groups": 2}, elementwise=True),
+              Case({"x": Arg((3, 36, 6, 6)), "groups": 1}, elementwise=True))),
     # fused ops: Backend's default composes the primitives named; override one only for speed
     Op("conv2d_act", FUSED, ("x", "w", "b", "act", *_CONV), _conv_act,
        "Convolution + bias + activation (BN is already folded into ``w``, ``b``).", ("conv2d",), True),

@@ -197,6 +197,18 @@ def concat_channels(xs):
     return np.concatenate(list(xs), axis=1)
 
 
+def prelu(x, slope):
+    """PyTorch's PReLU: ``x`` where ``x > 0``, else ``slope * x``; ``slope`` is (1,) or (C,)."""
+    shapes.prelu(x.shape, slope.shape)
+    return np.where(x > 0, x, x * slope.reshape(1, -1, 1, 1))
+
+
+def channel_shuffle(x, groups):
+    """ShuffleNet's channel shuffle: (N, g, C/g, H, W) -> transpose the group axes -> (N, C, H, W)."""
+    n, c, h, w = shapes.channel_shuffle(x.shape, groups)
+    return np.ascontiguousarray(x.reshape(n, groups, c // groups, h, w).transpose(0, 2, 1, 3, 4).reshape(n, c, h, w))
+
+
 # --------------------------------------------------------------------------- fused ops
 # The definitions of the fused ops, written out on the primitives above (the op table's
 # ``reference``); ``Backend``'s defaults compose the same primitives on a backend.

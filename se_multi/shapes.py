@@ -173,6 +173,24 @@ def concat_channels(shapes: Sequence):
     return n, sum(s[1] for s in shapes), h, w
 
 
+def prelu(x_shape, slope_shape):
+    """PReLU on a feature map: the input's shape; ``slope`` is one shared slope (1,) or one per channel (C,)."""
+    n, c, h, w = _nchw("prelu", x_shape)
+    if _dims(slope_shape) not in ((1,), (c,)):
+        raise ShapeError("prelu", f"slope of shape {_dims(slope_shape)} for a feature map of {c} channels; "
+                                  f"expected (1,) or ({c},)")
+    return n, c, h, w
+
+
+def channel_shuffle(x_shape, groups):
+    """ShuffleNet's channel shuffle: the input's shape; its C must be divisible by ``groups``."""
+    n, c, h, w = _nchw("channel_shuffle", x_shape)
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or c % groups:
+        raise ShapeError("channel_shuffle", f"{c} channels cannot be split into groups={groups!r} "
+                                            f"(C must be divisible by groups)")
+    return n, c, h, w
+
+
 def elementwise(x_shape):
     """A unary elementwise op (an activation, batch norm): the input's shape."""
     return _dims(x_shape)

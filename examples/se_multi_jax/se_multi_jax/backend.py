@@ -180,3 +180,10 @@ class JaxBackend(Backend):
 
     def concat_channels(self, xs):
         return self.jnp.concatenate(list(xs), axis=1)
+
+    def prelu(self, x, slope):
+        return self.jnp.where(x > 0, x, x * slope.reshape(1, -1, 1, 1))
+
+    def channel_shuffle(self, x, groups):
+        n, c, h, w = shapes.channel_shuffle(x.shape, groups)
+        return x.reshape(n, groups, c // groups, h, w).transpose(0, 2, 1, 3, 4).reshape(n, c, h, w)
