@@ -46,6 +46,7 @@ SE_BASELINES = {
     "se_mobilenetv1_100": "mobilenetv1_100",
     "legacy_seresnext101_32x4d": "legacy_seresnext101_32x4d_plain",
     "legacy_senet154": "legacy_senet154_plain",
+    "se_shufflenet_g3": "shufflenet_g3",
 }
 DEFAULT_MODELS = ("seresnet50", "resnet50")
 #: idle seconds before each timed call (see the timing loop in run_bench)

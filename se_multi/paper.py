@@ -51,6 +51,8 @@ PAPER = (
     PaperRow("2", "SENet-154", "legacy_senet154", {}, None, None),
     PaperRow("3", "MobileNet", "mobilenetv1_100", {}, 0.569, 4.2),
     PaperRow("3", "SE-MobileNet", "se_mobilenetv1_100", {}, 0.572, 4.7),
+    PaperRow("3", "ShuffleNet", "se_shufflenet_g3", {}, 0.140, 1.8, without_se=True),
+    PaperRow("3", "SE-ShuffleNet", "se_shufflenet_g3", {}, 0.142, 2.4),
     PaperRow("7", "SE-ResNet-50, r = 4", "legacy_seresnet50", {"reduction": 4}, None, 35.7),
     PaperRow("7", "SE-ResNet-50, r = 8", "legacy_seresnet50", {"reduction": 8}, None, 30.7),
     PaperRow("7", "SE-ResNet-50, r = 16", "legacy_seresnet50", {"reduction": 16}, None, 28.1),
@@ -97,6 +99,11 @@ _NOTES = {
                               "11.75 G (grids 34/16/7 after the stem instead of 35/17/8), so the paper's Caffe "
                               "model most likely lost one row in its stem (an inference: the paper does not say); "
                               "SE sits on each of the 40 residual branches before the sum",
+    "se_shufflenet_g3": "SE-ShuffleNet (1x, g = 3) puts SE (r = 16) on each unit's branch output, before the "
+                        "sum or the concatenation with the pooled shortcut: +0.62 M parameters and +2.2 MFLOPs "
+                        "(paper +0.6 M, +2); SE on the whole unit output would add +0.73 M. The baseline "
+                        "counts 137.5 MFLOPs (-1.8%: the paper's 140 is the ShuffleNet paper's budget for every "
+                        "1x network) and 1.87 M parameters (which round to 1.9, not 1.8)",
     "legacy_senet154": "SENet-154 is not in Table 2 and the paper gives no complexity figure for it: the row "
                        "is se_multi's count alone (64x4d grouped bottlenecks with the first 1x1 conv at half "
                        "width, a 3-conv 3x3 stem, 3x3 shortcut convs; timm's `senet154` costs the same)",
