@@ -127,13 +127,17 @@ def _check_cfg(cfg: PretrainedCfg) -> None:
         raise ValueError(f"{cfg.tag}: crop_pct must be > 0; got {cfg.crop_pct}")
     if cfg.input_space not in ("RGB", "BGR"):
         raise ValueError(f"{cfg.tag}: input_space {cfg.input_space!r} not supported; expected 'RGB' or 'BGR'")
+    if cfg.input_size[0] not in (1, 3) or len(cfg.mean) != cfg.input_size[0] or len(cfg.std) != cfg.input_size[0]:
+        raise ValueError(f"{cfg.tag}: input_size {cfg.input_size!r} with mean {cfg.mean!r} and std {cfg.std!r}: "
+                         "expected 1 (gray) or 3 (colour) channels, with one mean and std per channel")
     if tuple(cfg.input_range) not in ((0, 1), (0, 255)):
         raise ValueError(f"{cfg.tag}: input_range {cfg.input_range!r} not supported; expected (0, 1) or (0, 255)")
 
 
 def transform(img: Image.Image, cfg: PretrainedCfg, source: str = "image") -> np.ndarray:
-    """One RGB PIL image -> a (3, H, W) float32 array (timm's eval transform). The resize
-    target is checked against :data:`MAX_RESIZED_PIXELS` before anything is allocated."""
+    """One RGB PIL image -> a (3, H, W) float32 array (timm's eval transform), or (1, H, W), its luma,
+    for a one-channel config. The resize target is checked against :data:`MAX_RESIZED_PIXELS`
+    before anything is allocated."""
     _check_cfg(cfg)
     _, height, width = cfg.input_size
     if height == width:
@@ -143,7 +147,9 @@ def transform(img: Image.Image, cfg: PretrainedCfg, source: str = "image") -> np
     _check_resize(source, img.size, target, (height, width))
     img = img.resize(target, _FILTERS[cfg.interpolation])
     img = center_crop(img, height, width)
-    x = np.asarray(img, dtype=np.uint8).astype(np.float32) / np.float32(255)
+    if cfg.input_size[0] == 1:  # a one-channel model (QuickNAT's MRI slice): the image's luma (a gray image's own values)
+        img = img.convert("L")
+    x = np.asarray(img, dtype=np.uint8).astype(np.float32).reshape(height, width, -1) / np.float32(255)
     # a Caffe checkpoint's input (pretrainedmodels' TransformImage): BGR, then back to 0-255
     if cfg.input_space == "BGR":
         x = x[..., ::-1]

@@ -56,7 +56,7 @@ def test_every_model_exports_checks_and_matches_the_reference(name):
     onnx.checker.check_model(proto, full_check=True)
     inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     assert not any(n.domain for n in inferred.graph.node), "custom-domain op in the graph"
-    x = _x()
+    x = _x((2, reference.in_chans, *SIZE))  # RGB, or QuickNAT's one MRI channel
     y, expect = _run(proto, x), reference(x.astype(np.float64))
     assert y.shape == expect.shape
     assert rel_err(y, expect) <= 1e-4

@@ -251,7 +251,7 @@ def test_every_model_runs_at_its_smallest_input(name):
     model = _bound(name, declaration, state, "openvino")
     want = _bound(name, declaration, state, "numpy", dtype="float64")
     size = model.smallest_input_size()
-    x = _x((1, 3, *size))
+    x = _x((1, model.in_chans, *size))
     got, expect = model(x), want(x.astype(np.float64))
     assert got.shape == expect.shape and max_rel_error(got, expect) <= MODEL_TOLERANCES["float32"], (name, size)
 

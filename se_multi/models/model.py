@@ -21,9 +21,11 @@ class Model:
     ``ops`` (weights, and whatever the backend compiled for it). Dropping the Model frees both.
     """
 
-    def __init__(self, name: str, module: Module, ops, in_chans: int = 3):
+    def __init__(self, name: str, module: Module, ops, in_chans: int | None = None):
         if module.bound_to is not ops:
             raise TypeError(f"{name}: Model needs the module bound on {ops!r} (what bind(state, ops) returns)")
+        # the input's channels: as given, else as the module declares them (QuickNAT's one MRI channel), else RGB
+        in_chans = getattr(module, "in_chans", 3) if in_chans is None else in_chans
         self.name, self.module, self.ops, self.in_chans = name, module, ops, in_chans
         self.declaration = module.declaration
         if "calibration_default" not in module.__dict__:  # create_model gives the weights' preprocessing

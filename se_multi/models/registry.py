@@ -14,7 +14,10 @@ anywhere names it. Each family registers each of its models with :func:`register
   (:func:`se_multi.conformance.model_cases`); one model of each family declares one;
 - ``conformance_options``: builder options for that check (e.g. a narrower classifier), where the
   default build is too heavy to check on every backend and dtype but the family's code paths are
-  the same at a smaller width.
+  the same at a smaller width;
+- ``conformance_dtypes``: the dtypes that check runs at, where the whole model is ill-conditioned in
+  coarser ones (QuickNAT: a max-pool window whose two largest values lie within a dtype's rounding
+  picks either, and the unpool then moves that value: float16 outputs jump); default every dtype.
 
 ``register_model`` also works as a bare decorator (``@register_model``), as it always has: a model
 registered so has no pretrained config, no other layout and no conformance case.
@@ -54,6 +57,8 @@ class ModelEntry:
     conformance_input: tuple[int, int, int, int] | None = None
     #: builder options for the conformance check (``{}``: the default build)
     conformance_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: the dtypes its conformance check runs at (``()``: every dtype)
+    conformance_dtypes: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -92,6 +97,9 @@ def _check_entry(entry: ModelEntry) -> ModelEntry:
             isinstance(k, str) for k in entry.conformance_options):
         raise TypeError(f"register_model({name!r}): conformance_options is a mapping of builder options; "
                         f"got {entry.conformance_options!r}")
+    if not (isinstance(entry.conformance_dtypes, tuple) and all(isinstance(d, str) for d in entry.conformance_dtypes)):
+        raise TypeError(f"register_model({name!r}): conformance_dtypes is a tuple of dtype names; "
+                        f"got {entry.conformance_dtypes!r}")
     if entry.conformance_options and shape is None:
         raise ValueError(f"register_model({name!r}): conformance_options without a conformance_input")
     return entry
@@ -101,7 +109,8 @@ def register_model(fn: Callable[..., Module] | None = None, *, name: str | None 
                    pretrained: Iterable = (), default_tag: str | None = None,
                    layouts: Iterable[tuple[str, Converter]] = (),
                    conformance_input: tuple[int, int, int, int] | None = None,
-                   conformance_options: Mapping[str, Any] | None = None):
+                   conformance_options: Mapping[str, Any] | None = None,
+                   conformance_dtypes: tuple[str, ...] = ()):
     """Register a model builder under ``name`` (default: the builder's ``__name__``), with what its
     family declares about it (see the module docstring). ``@register_model`` or
     ``@register_model(pretrained=..., ...)`` as a decorator, or ``register_model(builder, ...)``;
@@ -116,7 +125,7 @@ def register_model(fn: Callable[..., Module] | None = None, *, name: str | None 
         _REGISTRY[model_name] = _check_entry(ModelEntry(
             model_name, builder, getattr(builder, "__module__", "?"), tuple(pretrained), default_tag,
             tuple(layouts), None if conformance_input is None else tuple(conformance_input),
-            MappingProxyType(dict(conformance_options or {}))))
+            MappingProxyType(dict(conformance_options or {})), tuple(conformance_dtypes)))
         return builder
 
     return register if fn is None else register(fn)
