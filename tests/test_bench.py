@@ -28,13 +28,14 @@ def test_benchmarks_collect_and_run_one_round():
     assert " passed" in out.stdout
 
 
-def test_the_readmes_benchmark_commands_start():
-    """Every ``pytest benchmarks ...`` line of the README starts as written (collected, not timed):
-    a project option that conflicts with ``--benchmark-only`` once stopped them all."""
+def test_the_documented_benchmark_commands_start():
+    """Every ``pytest benchmarks ...`` line of the README and the docs starts as written (collected,
+    not timed): a project option that conflicts with ``--benchmark-only`` once stopped them all."""
     import re
     import shlex
 
-    lines = [ln.split("#")[0].strip() for ln in (ROOT / "README.md").read_text().splitlines()]
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    lines = [ln.split("#")[0].strip() for page in pages for ln in page.read_text().splitlines()]
     commands = [ln for ln in lines if re.match(r"^([A-Z_]+=\S+ )*pytest benchmarks", ln)]
     assert len(commands) >= 3, commands
     for command in commands:
