@@ -364,7 +364,8 @@ def fake_cupy_backend(monkeypatch):
     fake = types.SimpleNamespace(
         ndarray=np.ndarray, empty=np.zeros, asarray=np.asarray, ascontiguousarray=np.ascontiguousarray,
         asnumpy=np.asarray, matmul=np.matmul, pad=np.pad, maximum=np.maximum, concatenate=np.concatenate,
-        sqrt=np.sqrt, RawModule=RecordingModule,
+        sqrt=np.sqrt, stack=np.stack, argmax=np.argmax, take_along_axis=np.take_along_axis, arange=np.arange,
+        zeros=np.zeros, int64=np.int64, where=np.where, abs=np.abs, RawModule=RecordingModule,
         cuda=types.SimpleNamespace(Device=lambda index: device),
     )
     monkeypatch.setitem(sys.modules, "cupy", fake)
