@@ -41,7 +41,10 @@ def test_the_documented_benchmark_commands_start():
     for command in commands:
         words = shlex.split(command)
         at = words.index("pytest")  # VAR=value words before it set the environment
-        env = dict(os.environ, **dict(w.split("=", 1) for w in words[:at]))
+        # as a user's shell runs it: without this test run's own PYTEST_* variables (an xdist
+        # worker's, which make pytest-benchmark turn itself off)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+        env.update(w.split("=", 1) for w in words[:at])
         argv = words[at + 1:]
         out = subprocess.run([sys.executable, "-m", "pytest", *argv, "--collect-only", "-q", "-p", "no:cacheprovider"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
