@@ -99,29 +99,18 @@ class MarkingRecorder(OnnxRecorder):
         finally:
             self._role = None
 
-    def squeeze(self, *a, **k):
-        return self._marked("squeeze", *a, **k)
 
-    def excite(self, *a, **k):
-        return self._marked("excite", *a, **k)
+def _marking(op: str):
+    def method(self, *args, **kwargs):
+        return self._marked(op, *args, **kwargs)
 
-    def scale(self, *a, **k):
-        return self._marked("scale", *a, **k)
+    method.__name__ = method.__qualname__ = op
+    return method
 
-    def scale_add_relu(self, *a, **k):
-        return self._marked("scale_add_relu", *a, **k)
 
-    def mul_channel(self, *a, **k):
-        return self._marked("mul_channel", *a, **k)
-
-    def spatial_gate(self, *a, **k):
-        return self._marked("spatial_gate", *a, **k)
-
-    def mul_pixel(self, *a, **k):
-        return self._marked("mul_pixel", *a, **k)
-
-    def scse(self, *a, **k):
-        return self._marked("scse", *a, **k)
+# every SE op of ROLES runs marked: the methods are made from the table, not written out one by one
+for _op in ROLES:
+    setattr(MarkingRecorder, _op, _marking(_op))
 
 
 def node_roles(proto) -> dict[str, tuple[str, str]]:
