@@ -25,7 +25,9 @@ def _declare(model_name: str, state: dict, num_classes: int | None, model_kwargs
     native, opts, _ = convert_layout(model_name, state)
     if num_classes is None:
         num_classes = infer_num_classes(model_name, native)
-    return build_model(model_name, num_classes=num_classes, **opts, **model_kwargs), native, opts
+    # what the caller asks for wins over what the checkpoint implies: a mismatch is then reported
+    # key by key against the caller's declaration, never as a duplicate keyword
+    return build_model(model_name, num_classes=num_classes, **{**opts, **model_kwargs}), native, opts
 
 
 def load_declared(model_name: str, weights: str, num_classes: int | None = None, **model_kwargs):
