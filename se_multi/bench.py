@@ -47,6 +47,9 @@ SE_BASELINES = {
     "legacy_seresnext101_32x4d": "legacy_seresnext101_32x4d_plain",
     "legacy_senet154": "legacy_senet154_plain",
     "se_shufflenet_g3": "shufflenet_g3",
+    "se_vgg16_bn": "vgg16_bn",
+    "se_bninception": "bninception",
+    "se_inception_resnet_v2": "inception_resnet_v2",
 }
 DEFAULT_MODELS = ("seresnet50", "resnet50")
 #: idle seconds before each timed call (see the timing loop in run_bench)
@@ -181,7 +184,7 @@ def _memory_worker(spec: dict) -> dict:
     model = create_model(spec["model"], weights=spec["weights"],
                          backend=_backend(spec["backend"], spec["dtype"], spec["device"], calibration),
                          dtype=spec["dtype"], device=spec["device"])
-    x = model.ops.asarray(recipe_input((spec["batch"], 3, *spec["input_size"]), seed=1))
+    x = model.ops.asarray(recipe_input((spec["batch"], model.in_chans, *spec["input_size"]), seed=1))
     # to_numpy waits for the values even where synchronize does not (an asynchronous framework that
     # did not override it); the output's copy is small beside a forward's buffers
     call = lambda: model.ops.to_numpy(model.ops.synchronize(model(x)))  # noqa: E731
@@ -302,7 +305,7 @@ def run_bench(backends, models, batches=(1,), dtype="float32", device=None, inpu
     from se_multi.dispatch import backend_class, get_backend, to_numpy
     from se_multi.init import recipe_input
     from se_multi.metrics import max_rel_error, top1_agreement
-    from se_multi.models import create_model
+    from se_multi.models import build_model, create_model
 
     def has_dtype(backend: str, dt: str) -> bool:
         try:
@@ -314,7 +317,8 @@ def run_bench(backends, models, batches=(1,), dtype="float32", device=None, inpu
     refs: dict[tuple[str, int], np.ndarray] = {}
     for model_name in models:
         for batch in batches:
-            x = recipe_input((batch, 3, *input_size), seed=1)
+            # the model's input channels (QuickNAT's one MRI channel, else RGB), as Model takes them
+            x = recipe_input((batch, getattr(build_model(model_name), "in_chans", 3), *input_size), seed=1)
             if reference:
                 ref_model = create_model(model_name, weights=weights, backend=get_backend("numpy", "float64"))
                 refs[(model_name, batch)] = to_numpy(ref_model(x.astype(np.float64)))

@@ -221,3 +221,11 @@ def test_environment_asks_each_backend_for_its_framework(monkeypatch):
     assert env["versions"]["numpy"] == f"numpy {np.__version__}"
     assert env["versions"]["thirdparty"] == f"pytest {pytest.__version__}"
     assert env["blas"] == [] or env["blas"][0]["library"]
+
+
+def test_bench_feeds_a_one_channel_model_its_channels():
+    """QuickNAT and SD-Net take one MRI channel: bench (and its memory pass) build their input from
+    the model's channels, not RGB, and check it against the float64 reference."""
+    rows = bench.run_bench(["numpy"], ["sdnet"], input_size=(16, 16), budget_s=0, min_runs=1, memory=False)
+    assert not rows[0].error, rows[0].error
+    assert rows[0].max_rel_err < 1e-4
