@@ -35,7 +35,9 @@ each errs as the claimed dtype's rounding does ("does not compute in bfloat16").
 
 from __future__ import annotations
 
+import hashlib
 import zlib
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -756,6 +758,35 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+#: The float64 reference outputs of whole-model checks, by (model, builder options, input bytes):
+#: every suite run in a process (one per backend and dtype) checks the same seeded models on inputs
+#: that differ only by the dtype they are rounded to, and recomputing the reference each time was
+#: about 11 s of a numpy-float32 suite's run. Bounded: the 64 most recent (a whole model's output
+#: is a logits row or a small segmentation map, under 1 MB), least recently used dropped first.
+REFERENCE_CACHE_SIZE = 64
+_reference_outputs: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+
+
+def _reference_output(model_name: str, options: dict, declaration, state, x: np.ndarray) -> np.ndarray:
+    """``model_name`` run on the float64 NumPy reference, remembered (:data:`REFERENCE_CACHE_SIZE`)."""
+    from se_multi.backends.numpy_backend import NumpyBackend
+    from se_multi.dispatch import to_numpy
+    from se_multi.models import Model
+
+    key = (model_name, tuple(sorted(options.items())), x.dtype.str, x.shape,
+           hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest())
+    if key in _reference_outputs:
+        _reference_outputs.move_to_end(key)
+        return _reference_outputs[key]
+    reference_ops = NumpyBackend("float64")
+    want = to_numpy(Model(model_name, declaration.bind(state, reference_ops), reference_ops)(x))
+    want.setflags(write=False)  # shared by every later check of this model: nobody may change it
+    _reference_outputs[key] = want
+    while len(_reference_outputs) > REFERENCE_CACHE_SIZE:
+        _reference_outputs.popitem(last=False)
+    return want
+
+
 def model_check(model_name: str, shape, options: dict | None = None) -> Check:
     """``Model(x)`` on the backend -- its own ``run_model`` -- against the same declaration and
     seeded weights bound on the float64 reference. ``options``: builder options (default: what the
@@ -769,16 +800,13 @@ def model_check(model_name: str, shape, options: dict | None = None) -> Check:
         options = dict(entry.conformance_options) if entry is not None else {}
 
     def run(t: Ctx):
-        from se_multi.backends.numpy_backend import NumpyBackend
-        from se_multi.dispatch import to_numpy
         from se_multi.init import recipe_state
         from se_multi.models import Model, build_model
 
         declaration = build_model(model_name, **options)
         state = recipe_state((k, s.shape, s.kind) for k, s in declaration.param_specs().items())
         x = t.normal(shape)
-        reference_ops = NumpyBackend("float64")
-        want = to_numpy(Model(model_name, declaration.bind(state, reference_ops), reference_ops)(x))
+        want = _reference_output(model_name, options, declaration, state, x)
         model = Model(model_name, declaration.bind(state, t.ops), t.ops)
         return model(x), want
 

@@ -321,3 +321,17 @@ def test_generated_conv2d_torch(config):
 def test_generated_se_block_torch(config):
     result = conformance.run_check(conformance.se_block_check(*config), _torch_or_skip())
     assert result.passed, result
+
+
+def test_whole_model_references_are_remembered_read_only_and_bounded(monkeypatch):
+    """A whole model's float64 reference is computed once per input and dtype in a process, shared
+    read-only by later checks, and the cache keeps at most REFERENCE_CACHE_SIZE outputs."""
+    from collections import OrderedDict
+
+    monkeypatch.setattr(conformance, "REFERENCE_CACHE_SIZE", 1)
+    monkeypatch.setattr(conformance, "_reference_outputs", OrderedDict())
+    check = conformance.model_check("quicknat", (2, 1, 16, 24))
+    for dtype in ("float32", "float32", "float64"):
+        assert conformance.run_suite("numpy", dtype=dtype, checks=[check]).checks[0].passed
+        (key, want), = conformance._reference_outputs.items()
+        assert key[0] == "quicknat" and not want.flags.writeable
