@@ -212,6 +212,25 @@ class CupyBackend(Backend):
         return self._elementwise("bias_act", out, x=x, bias=x if b is None else b, n=x.size, hw=hw,
                                  channels=channels, has_bias=int(b is not None), act=K.act_code(act))
 
+    def conv_transpose2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0)):
+        # the reference's scatter of patches in CuPy array ops: one cuBLAS GEMM makes every input
+        # pixel's (C_out, KH, KW) patch, one strided add per kernel tap places them (float32 sums)
+        cp = self._cp
+        n, o, ho, wo = shapes.conv_transpose2d(x.shape, w.shape, stride, padding)
+        _, c, h, wd = x.shape
+        kh, kw = w.shape[2:]
+        (sh, sw), (pt, _, pl, _) = stride, padding
+        f32 = np.dtype(np.float32)
+        xs = cp.ascontiguousarray(x).reshape(n, c, h * wd).astype(f32)
+        cols = cp.matmul(w.reshape(c, o * kh * kw).T.astype(f32), xs)
+        cols = cols.reshape(n, o, kh, kw, h, wd)
+        full = cp.zeros((n, o, (h - 1) * sh + kh, (wd - 1) * sw + kw), dtype=f32)
+        for i in range(kh):
+            for j in range(kw):
+                full[:, :, i : i + (h - 1) * sh + 1 : sh, j : j + (wd - 1) * sw + 1 : sw] += cols[:, :, i, j]
+        out = cp.ascontiguousarray(full[:, :, pt : pt + ho, pl : pl + wo]).astype(self._dt)
+        return out if b is None else self._bias_act(out, b, None, out=out)
+
     def linear(self, x, w, b=None):
         out = self._cp.matmul(x, w.T)
         return out if b is None else self._bias_act(out, b, None, out=out)
@@ -305,6 +324,11 @@ class CupyBackend(Backend):
         n, c, h, w = shapes.channel_shuffle(x.shape, groups)
         y = x.reshape(n, groups, c // groups, h, w).transpose(0, 2, 1, 3, 4)
         return self._cp.ascontiguousarray(y).reshape(n, c, h, w)
+
+    def center_crop(self, x, like):
+        n, c, h, w = shapes.center_crop(x.shape, like.shape)
+        top, left = (x.shape[2] - h) // 2, (x.shape[3] - w) // 2
+        return self._cp.ascontiguousarray(x[:, :, top : top + h, left : left + w])
 
     # ------------------------------------------------------------------ fused SE ops
     def squeeze(self, x):

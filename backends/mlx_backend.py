@@ -3,7 +3,9 @@
 Layout. MLX convolutions are channels-last, so feature maps live as NHWC:
 :meth:`MlxBackend.input` transposes the public NCHW array once per forward and
 :meth:`MlxBackend.output` transposes 4-D results back; weights are rearranged once
-in :meth:`MlxBackend.param`. No op transposes a weight or a feature map.
+in :meth:`MlxBackend.param`. No op transposes a feature map, and only
+:meth:`MlxBackend.conv_transpose2d` a weight (``param`` lays its (C_in, C_out, KH, KW) weight out
+as a conv's; MLX wants (C_out, KH, KW, C_in): a view, per call).
 
 Convolution formulation, chosen per device by measurement (``conv="auto"``):
 
@@ -293,6 +295,19 @@ class MlxBackend(Backend):
             y = self._conv_general(x, w.transpose(3, 0, 1, 2), stride, padding, dilation, groups)
         return y if b is None else y + b
 
+    def conv_transpose2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0)):
+        # param made the (C_in, C_out, KH, KW) weight HWIO-like (KH, KW, C_out, C_in) for im2col, or
+        # (C_in, KH, KW, C_out) for conv_general: mx.conv_transpose2d wants (C_out, KH, KW, C_in)
+        w = w.transpose(2, 0, 1, 3) if self.conv_impl == "im2col" else w.transpose(3, 1, 2, 0)
+        o, kh, kw, c = w.shape
+        _, _, ho, wo = shapes.conv_transpose2d(self.shape(x), (c, o, kh, kw), stride, padding)
+        pt, pb, pl, pr = padding
+        if pt == pb and pl == pr:
+            y = self._mx.conv_transpose2d(x, w, stride=tuple(stride), padding=(pt, pl))
+        else:  # asymmetric: the full output, cropped here
+            y = self._mx.conv_transpose2d(x, w, stride=tuple(stride))[:, pt : pt + ho, pl : pl + wo, :]
+        return y if b is None else y + b
+
     def _conv_general(self, x, w_ohwi, stride, padding, dilation, groups):
         pt, pb, pl, pr = padding
         return self._mx.conv_general(x, w_ohwi, stride=tuple(stride), padding=([pt, pl], [pb, pr]),
@@ -440,6 +455,11 @@ class MlxBackend(Backend):
         n, h, w, c = x.shape
         shapes.prelu((n, c, h, w), slope.shape)
         return self._mx.where(x > 0, x, x * slope)  # NHWC: a (C,) or (1,) slope broadcasts along C
+
+    def center_crop(self, x, like):
+        n, c, h, w = shapes.center_crop(self.shape(x), self.shape(like))
+        top, left = (x.shape[1] - h) // 2, (x.shape[2] - w) // 2
+        return x[:, top : top + h, left : left + w, :]
 
     def channel_shuffle(self, x, groups):
         n, h, w, c = x.shape

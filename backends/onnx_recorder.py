@@ -305,6 +305,18 @@ class OnnxRecorder(Backend):
                        pads=[top, left, bottom, right], dilations=list(dilation), group=int(groups))
         return self._node("Slice", [y, self._ints([0]), self._ints([-1]), self._ints([3])], out_shape)
 
+    def conv_transpose2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0)):
+        """ONNX ``ConvTranspose``: its weight is PyTorch's (C_in, C_out, KH, KW) and its ``pads`` crop
+        the full output as ``padding`` does (begins, then ends); no ``output_shape``, so a
+        size-generic graph stays generic."""
+        x, w, b = self._tensor(x), self._tensor(w), self._tensor(b)
+        if x.vec4d:
+            raise OnnxExportError("ONNX export: ConvTranspose here takes an NCHW feature map; got an (N, C) vector")
+        out_shape = shapes.conv_transpose2d(x.shape, w.shape, stride, padding)
+        top, bottom, left, right = padding
+        return self._node("ConvTranspose", [x, w, b], out_shape, kernel_shape=list(w.shape[2:]),
+                          strides=list(stride), pads=[top, left, bottom, right])
+
     def linear(self, x, w, b=None):
         x, w, b = self._tensor(x), self._tensor(w), self._tensor(b)
         x = self._vec2d(x)
@@ -486,6 +498,21 @@ class OnnxRecorder(Backend):
         y = self._node("Reshape", [x, self._ints([0, groups, c // groups, -1])], split)
         y = self._node("Transpose", [y], (n, c // groups, groups, "hw"), perm=[0, 2, 1, 3])
         return self._node("Reshape", [y, self._node("Shape", [x], (4,))], (n, c, h, w))
+
+    def center_crop(self, x, like):
+        """``Slice`` of H and W, its window computed at run time from both maps' ``Shape`` (starts
+        ``(H - h) / 2``, ends starts + ``h``): in a size-generic graph the map it crops to (a skip)
+        varies with the input, and ``like`` stays an input of the one-op graph (an engine drops an
+        input no node reads: OpenVINO then takes one input fewer)."""
+        x, like = self._tensor(x), self._tensor(like)
+        if x.vec4d or like.vec4d:
+            raise OnnxExportError("ONNX export: center_crop takes NCHW feature maps; got an (N, C) vector")
+        out_shape = shapes.center_crop(x.shape, like.shape)
+        hw = [self._node("Slice", [self._node("Shape", [t], (4,)), self._ints([2]), self._ints([4])], (2,))
+              for t in (x, like)]
+        starts = self._node("Div", [self._node("Sub", [hw[0], hw[1]], (2,)), self._ints([2])], (2,))
+        ends = self._node("Add", [starts, hw[1]], (2,))
+        return self._node("Slice", [x, starts, ends, self._ints([2, 3])], out_shape)
 
     # ------------------------------------------------------------------ fused ops in graph form
     def excite(self, z, w1, b1, w2, b2, act="relu", gate="sigmoid"):

@@ -204,6 +204,15 @@ class TorchBackend(Backend):
     def conv2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
         return self._conv(x, w, b, stride, padding, dilation, groups)
 
+    def conv_transpose2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0)):
+        _, _, ho, wo = shapes.conv_transpose2d(tuple(x.shape), tuple(w.shape), stride, padding)
+        pt, pb, pl, pr = padding
+        if pt == pb and pl == pr:
+            return self._layout(self.F.conv_transpose2d(x, w, b, tuple(stride), (pt, pl)))
+        # asymmetric padding: F.conv_transpose2d crops symmetrically only; crop the full output here
+        y = self.F.conv_transpose2d(x, w, b, tuple(stride), 0)
+        return self._layout(y[:, :, pt : pt + ho, pl : pl + wo])
+
     def linear(self, x, w, b=None):
         return self.F.linear(x, w, b)
 
@@ -270,6 +279,11 @@ class TorchBackend(Backend):
         n, c, h, w = shapes.channel_shuffle(tuple(x.shape), groups)
         y = x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
         return self._layout(y)
+
+    def center_crop(self, x, like):
+        _, _, h, w = shapes.center_crop(tuple(x.shape), tuple(like.shape))
+        top, left = (x.shape[2] - h) // 2, (x.shape[3] - w) // 2
+        return self._layout(x[:, :, top : top + h, left : left + w])
 
     # ------------------------------------------------------------------ fused ops
     def _act_(self, name, y):

@@ -83,6 +83,12 @@ class CountingBackend(ShapeBackend):
         _, cg, kh, kw = w.shape
         return self._weighted(out, n * o * ho * wo * cg * kh * kw)
 
+    def conv_transpose2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0)):
+        out = self.out(super().conv_transpose2d(x, w, b, stride, padding).shape, w)
+        n, c, h, wd = x.shape
+        _, o, kh, kw = w.shape  # every input pixel scatters a (C_out, KH, KW) patch
+        return self._weighted(out, n * c * h * wd * o * kh * kw)
+
     def linear(self, x, w, b=None):
         out = super().linear(x, w, b)
         return self._weighted(out, out.shape[0] * w.shape[0] * w.shape[1])

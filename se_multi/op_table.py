@@ -158,6 +158,20 @@ TABLE: tuple[Op, ...] = (
     Op("conv2d", PRIMITIVE, ("x", "w", "b", *_CONV), _conv,
        "2-D cross-correlation (PyTorch ``conv2d`` semantics): ``groups`` from 1 to depthwise, ``dilation``, "
        "``padding`` (top, bottom, left, right), ``stride`` (h, w)."),
+    Op("conv_transpose2d", PRIMITIVE, ("x", "w", "b", "stride", "padding"),
+       lambda x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0): shapes.conv_transpose2d(x, w, stride, padding),
+       "2-D transposed convolution (PyTorch ``conv_transpose2d`` semantics, groups 1, dilation 1): the weight "
+       "in ``ConvTranspose2d``'s (C_in, C_out, KH, KW) layout, handed over as ``param(w, \"conv\")``; "
+       "``stride`` (h, w); ``padding`` (top, bottom, left, right) crops the full output.",
+       cases=tuple(Case({"x": Arg(xs), "w": Arg(ws, role="conv", values="weight"),
+                         "b": Arg((ws[1],), role="vector") if bias else None, "stride": st, "padding": pad})
+                   for xs, ws, st, pad, bias in (
+                       ((2, 6, 5, 4), (6, 4, 3, 3), (2, 2), (0, 0, 0, 0), True),   # FC-DenseNet's TransitionUp
+                       ((1, 3, 1, 1), (3, 5, 3, 3), (1, 1), (0, 0, 0, 0), True),   # 1x1 input, stride 1
+                       ((1, 8, 4, 5), (8, 4, 2, 2), (2, 2), (0, 0, 0, 0), False),  # U-Net's 2x2/2, no bias
+                       ((2, 5, 3, 4), (5, 3, 4, 4), (2, 2), (1, 1, 1, 1), True),   # 4x4/2, padding 1
+                       ((1, 4, 5, 6), (4, 6, 3, 2), (2, 3), (1, 0, 0, 1), True),   # anisotropic, four pads
+                       ((1, 36, 6, 6), (36, 20, 3, 3), (2, 2), (1, 1, 1, 1), True)))),
     Op("linear", PRIMITIVE, ("x", "w", "b"), lambda x, w, b=None: shapes.linear(x, w),
        "``x @ w.T + b`` for ``x`` of shape (N, in)."),
     Op("batch_norm", PRIMITIVE, ("x", "mean", "var", "weight", "bias", "eps"),
@@ -209,6 +223,15 @@ TABLE: tuple[Op, ...] = (
               Case({"x": Arg((1, 12, 5, 4)), "groups": 4}, elementwise=True),
               Case({"x": Arg((1, 20, 1, 1)), "groups": 2}, elementwise=True),
               Case({"x": Arg((3, 36, 6, 6)), "groups": 1}, elementwise=True))),
+    Op("center_crop", PRIMITIVE, ("x", "like"), shapes.center_crop,
+       "``x`` cropped to the height and width of ``like`` (a feature map of the same batch; only its size is "
+       "read), from the centre as the FC-DenseNet code's ``center_crop``: rows from ``(H - h) // 2``, columns "
+       "from ``(W - w) // 2``.",
+       cases=tuple(Case({"x": Arg(xs), "like": Arg(ls)}, elementwise=True) for xs, ls in (
+           ((2, 6, 7, 9), (2, 6, 6, 8)),   # a stride-2 3x3 transposed conv's 2h+1 to its skip's 2h
+           ((1, 3, 9, 8), (1, 5, 6, 5)),   # odd margins, other channels
+           ((2, 4, 5, 5), (2, 4, 5, 5)),   # the same size: all of x
+           ((1, 20, 8, 5), (1, 1, 1, 1))))),
     # fused ops: Backend's default composes the primitives named; override one only for speed
     Op("conv2d_act", FUSED, ("x", "w", "b", "act", *_CONV), _conv_act,
        "Convolution + bias + activation (BN is already folded into ``w``, ``b``).", ("conv2d",), True),

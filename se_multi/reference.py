@@ -59,6 +59,27 @@ def conv2d(x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), g
     return np.ascontiguousarray(out)
 
 
+def conv_transpose2d(x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0)):
+    """PyTorch's ``conv_transpose2d`` (groups 1, dilation 1, no output padding), the adjoint of
+    :func:`conv2d`: every input pixel scatters ``x[n, :, y, x] @ w`` (a (C_out, KH, KW) patch) onto
+    the output at ``(y * sh, x * sw)``; ``padding`` (top, bottom, left, right) then crops the full
+    ``(H - 1) * sh + KH`` x ``(W - 1) * sw + KW`` map. One GEMM for every patch, then one strided
+    whole-tensor add per kernel tap. ``w`` is (C_in, C_out, KH, KW), PyTorch's ``ConvTranspose2d`` layout."""
+    n, o, ho, wo = shapes.conv_transpose2d(x.shape, w.shape, stride, padding)
+    _, c, h, wd = x.shape
+    kh, kw = w.shape[2:]
+    (sh, sw), (pt, _, pl, _) = stride, padding
+    patches = np.matmul(w.reshape(c, o * kh * kw).T, x.reshape(n, c, h * wd)).reshape(n, o, kh, kw, h, wd)
+    full = np.zeros((n, o, (h - 1) * sh + kh, (wd - 1) * sw + kw), dtype=patches.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            full[:, :, i : i + (h - 1) * sh + 1 : sh, j : j + (wd - 1) * sw + 1 : sw] += patches[:, :, i, j]
+    out = full[:, :, pt : pt + ho, pl : pl + wo]
+    if b is not None:
+        out = out + b.reshape(1, o, 1, 1)
+    return np.ascontiguousarray(out)
+
+
 def linear(x, w, b=None):
     out = x @ w.T
     return out + b if b is not None else out
@@ -195,6 +216,15 @@ def upsample_nearest2x(x):
 
 def concat_channels(xs):
     return np.concatenate(list(xs), axis=1)
+
+
+def center_crop(x, like):
+    """``x`` cropped to ``like``'s height and width from its centre, as the FC-DenseNet code's
+    ``center_crop`` does: rows from ``(H - h) // 2``, columns from ``(W - w) // 2`` (``like``'s
+    values are not read)."""
+    n, c, h, w = shapes.center_crop(x.shape, like.shape)
+    top, left = (x.shape[2] - h) // 2, (x.shape[3] - w) // 2
+    return np.ascontiguousarray(x[:, :, top : top + h, left : left + w])
 
 
 def prelu(x, slope):

@@ -87,6 +87,40 @@ def conv2d(x_shape, w_shape, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1
     return n, o, ho, wo
 
 
+def conv_transpose2d(x_shape, w_shape, stride=(1, 1), padding=(0, 0, 0, 0)):
+    """NCHW output of a transposed conv (PyTorch ``conv_transpose2d``, groups 1, dilation 1) with a
+    (C_in, C_out, KH, KW) weight: ``(H - 1) * stride + KH - top - bottom`` rows (likewise columns);
+    ``padding`` (top, bottom, left, right) crops the full output, so each side is less than the kernel."""
+    n, c, h, w = _nchw("conv_transpose2d", x_shape)
+    w_shape = _dims(w_shape)
+    if len(w_shape) != 4 or w_shape[0] != c:
+        raise ShapeError("conv_transpose2d", f"input has {c} channels; expected a ({c}, C_out, KH, KW) weight, "
+                                             f"got {w_shape}")
+    _, o, kh, kw = w_shape
+    pt, pb, pl, pr = padding
+    if min(stride) < 1 or min(padding) < 0 or max(pt, pb) >= kh or max(pl, pr) >= kw:
+        raise ShapeError("conv_transpose2d", f"stride {_fmt(stride)} and padding {tuple(padding)} for a {kh}x{kw} "
+                                             "kernel: expected strides >= 1 and each pad in [0, kernel)")
+    ho = (h - 1) * stride[0] + kh - pt - pb
+    wo = (w - 1) * stride[1] + kw - pl - pr
+    if ho <= 0 or wo <= 0:
+        raise ShapeError("conv_transpose2d", f"a {h}x{w} input with kernel {kh}x{kw}, stride {_fmt(stride)}, "
+                                             f"padding {tuple(padding)} gives an empty {ho}x{wo} output")
+    return n, o, ho, wo
+
+
+def center_crop(x_shape, like_shape):
+    """NCHW output of cropping ``x`` to the height and width of ``like`` (same batch): ``x``'s channels,
+    ``like``'s H x W, which must fit inside ``x``'s."""
+    n, c, h, w = _nchw("center_crop", x_shape)
+    ln, lc, lh, lw = _nchw("center_crop", like_shape)
+    if ln != n or lh > h or lw > w:
+        raise ShapeError("center_crop", f"cannot crop a {_fmt((n, c, h, w))} map to the size of a "
+                                        f"{_fmt((ln, lc, lh, lw))} one: expected the same batch and H, W "
+                                        f"at most {h}x{w}")
+    return n, c, lh, lw
+
+
 def pool2d(x_shape, kernel, stride, padding=(0, 0), ceil_mode: bool = False, op: str = "max_pool2d"):
     """NCHW output of a max or average pool; ``kernel``/``stride``/``padding`` are (h, w)."""
     n, c, h, w = _nchw(op, x_shape)

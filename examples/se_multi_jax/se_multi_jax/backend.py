@@ -84,6 +84,21 @@ class JaxBackend(Backend):
             y = y + b.astype(self._acc).reshape(1, -1, 1, 1)
         return y.astype(self._dt)
 
+    def conv_transpose2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0)):
+        # the transposed conv as a conv of the stride-dilated input with the flipped, in/out-swapped
+        # kernel, padded by KH - 1 - pad on each side (PyTorch's padding crops the full output)
+        shapes.conv_transpose2d(x.shape, w.shape, stride, padding)  # se_multi's one error
+        kh, kw = w.shape[2:]
+        top, bottom, left, right = padding
+        y = self.lax.conv_general_dilated(
+            x, w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1], window_strides=(1, 1),
+            padding=((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)),
+            lhs_dilation=tuple(stride), dimension_numbers=("NCHW", "OIHW", "NCHW"),
+            precision=self.lax.Precision.HIGHEST, preferred_element_type=self._acc)
+        if b is not None:
+            y = y + b.astype(self._acc).reshape(1, -1, 1, 1)
+        return y.astype(self._dt)
+
     def linear(self, x, w, b=None):
         y = self.jnp.matmul(x, w.T, precision=self.lax.Precision.HIGHEST, preferred_element_type=self._acc)
         return (y if b is None else y + b.astype(self._acc)).astype(self._dt)
@@ -187,3 +202,8 @@ class JaxBackend(Backend):
     def channel_shuffle(self, x, groups):
         n, c, h, w = shapes.channel_shuffle(x.shape, groups)
         return x.reshape(n, groups, c // groups, h, w).transpose(0, 2, 1, 3, 4).reshape(n, c, h, w)
+
+    def center_crop(self, x, like):
+        n, c, h, w = shapes.center_crop(x.shape, like.shape)
+        top, left = (x.shape[2] - h) // 2, (x.shape[3] - w) // 2
+        return x[:, :, top : top + h, left : left + w]
