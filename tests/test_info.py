@@ -389,3 +389,21 @@ def test_cli_paper_tables(capsys):
     assert "| ResNeXt-101 (32x4d) | `legacy_seresnext101_32x4d` less SE | 7.99 | 7.970 |" in text
     assert "| SE-ResNeXt-101 (32x4d) | `legacy_seresnext101_32x4d` | 8.00 | 7.984 |" in text
     assert "| SENet-154 | `legacy_senet154` | - | 20.702 | no paper figure | 115.09 |" in text
+
+
+def test_the_fcnn_table_counts_what_its_note_says():
+    """The scSE rows of ``info --paper``: each F-CNN with each SE block against itself with none;
+    the note's figures (scSE: +1.1% / +1.6% parameters and under 0.1% compute in QuickNAT and
+    SD-Net; about +11% parameters in FC-DenseNet-103) are these counts."""
+    from se_multi.info import model_info, paper_flops
+    from se_multi.paper import fcnn_table
+
+    table = "\n".join(fcnn_table())
+    for name, size, params_ratio in (("quicknat", (256, 256), 1.011), ("sdnet", (256, 256), 1.016),
+                                     ("fcdensenet103", (224, 224), 1.107)):
+        plain, scse = model_info(name, size, se="none"), model_info(name, size, se="scse")
+        assert scse["params"] / plain["params"] == pytest.approx(params_ratio, abs=0.0015), name
+        assert plain["se_params"] == 0 and scse["params"] - plain["params"] == scse["se_params"]
+        compute = paper_flops(scse) / paper_flops(plain)
+        assert 1 < compute < (1.001 if name != "fcdensenet103" else 1.005), name
+        assert f"| `{name}` | {size[0]}x{size[1]} | scse | {scse['params'] / 1e6:.3f} |" in table
