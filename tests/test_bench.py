@@ -99,12 +99,16 @@ def test_bench_se_overhead_of_the_family_against_its_plain_twin():
 
 
 def test_every_se_baseline_is_its_model_less_se():
-    """Each twin in SE_BASELINES is a registered model with exactly its SE model's non-SE parameters."""
+    """Each twin in SE_BASELINES is a registered model with exactly its SE model's non-SE parameters
+    (counted at the model's own input size: VGG's folded classifier and BN-Inception's fixed pool take
+    no other)."""
     from se_multi.info import model_info
+    from se_multi.pretrained import get_config
 
-    assert {"legacy_senet154", "legacy_seresnext101_32x4d"} <= set(bench.SE_BASELINES)
+    assert {"legacy_senet154", "legacy_seresnext101_32x4d", "se_vgg16_bn"} <= set(bench.SE_BASELINES)
     for se_model, twin in bench.SE_BASELINES.items():
-        se, plain = model_info(se_model, (64, 64)), model_info(twin, (64, 64))
+        size = tuple(get_config(se_model).input_size[-2:])
+        se, plain = model_info(se_model, size), model_info(twin, size)
         assert se["se_params"] > 0 and plain["se_params"] == 0
         assert plain["params"] == se["params"] - se["se_params"], (se_model, twin)
         assert plain["macs"] == se["macs"] - se["se_macs"], (se_model, twin)
