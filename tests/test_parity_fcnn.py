@@ -200,3 +200,13 @@ def test_validate_checks_the_whole_model_in_float64_and_float32_only(model):
     assert conformance.run_suite("numpy", dtype="float32", checks=[check]).checks[0].passed
     require_backend("torch", "float16")
     assert conformance.run_suite("torch", dtype="float16", checks=[check]).checks == []
+
+
+@pytest.mark.parametrize("model,options,message", [
+    ("quicknat", {"se": "both"}, "quicknat: se must be one of none, cse, sse, scse; got 'both'"),
+    ("sdnet", {"kernel": 4}, "sdnet: kernel must be a positive odd int"),
+    ("sdnet", {"num_filters": 0}, "sdnet: num_filters must be a positive int; got 0"),
+    ("quicknat", {"scse_mode": "min"}, "quicknat: scse_mode must be 'max' .* or 'add' .*; got 'min'")])
+def test_bad_options_are_one_clear_error(model, options, message):
+    with pytest.raises(ValueError, match=message):
+        _declared(model, **options)

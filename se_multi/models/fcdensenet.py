@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from se_multi.models.quicknat import SCSE_MODES, SE_TYPES, BatchNorm2d, se_layer
+from se_multi.models.quicknat import BatchNorm2d, check_options, se_layer
 from se_multi.models.registry import register_model
 from se_multi.nn import ConvNormAct, Module, Sequential
 from se_multi.pretrained import PretrainedCfg
@@ -160,11 +160,6 @@ class Bottleneck(Module):
         return self.bottleneck(ops, x)
 
 
-def _positive(model: str, label: str, v) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{model}: {label} must be a positive int; got {v!r}")
-
-
 class FCDenseNet(Module):
     """``FCDenseNet`` of bfortuner pytorch_tiramisu (see the module docstring)."""
 
@@ -172,14 +167,8 @@ class FCDenseNet(Module):
                  num_classes: int = 12, in_chans: int = 3, first_conv_channels: int = 48, se: str = "none",
                  scse_mode: str = "max", reduction: int = 2):
         super().__init__()
-        for label, v in (("num_classes", num_classes), ("in_chans", in_chans), ("growth_rate", growth_rate),
-                         ("first_conv_channels", first_conv_channels), ("reduction", reduction)):
-            _positive(name, label, v)
-        if se not in SE_TYPES:
-            raise ValueError(f"{name}: se must be one of {', '.join(SE_TYPES)}; got {se!r}")
-        if scse_mode not in SCSE_MODES:
-            raise ValueError(f"{name}: scse_mode must be 'max' (the scSE authors' code) or 'add' (the paper); "
-                             f"got {scse_mode!r}")
+        check_options(name, se, scse_mode, num_classes=num_classes, in_chans=in_chans, growth_rate=growth_rate,
+                      first_conv_channels=first_conv_channels, reduction=reduction)
         self.num_classes, self.in_chans, self.se = num_classes, in_chans, se
         g, opts = growth_rate, dict(se=se, reduction=reduction, scse_mode=scse_mode)
         self.firstconv = ConvNormAct(in_chans, first_conv_channels, 3, bias=True, act=None, bn=None,

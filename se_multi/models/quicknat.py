@@ -97,6 +97,21 @@ class ChannelSpatialSE(Module):
         return ops.scse(x, self.cSE.gates(ops, x), self.sSE.gates(ops, x), self.mode)
 
 
+def check_options(model: str, se: str, scse_mode: str, kernel: int | None = None, **counts) -> None:
+    """The argument checks the scSE authors' F-CNNs share (QuickNAT, SD-Net, FC-DenseNet): each of
+    ``counts`` a positive int, ``kernel`` (where given) a positive odd int, ``se`` and ``scse_mode``
+    known; a bad one is a ``ValueError`` naming the model, the argument and what came."""
+    for label, v in counts.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{model}: {label} must be a positive int; got {v!r}")
+    if kernel is not None and (isinstance(kernel, bool) or not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0):
+        raise ValueError(f"{model}: kernel must be a positive odd int (the authors pad (k - 1) / 2); got {kernel!r}")
+    if se not in SE_TYPES:
+        raise ValueError(f"{model}: se must be one of {', '.join(SE_TYPES)}; got {se!r}")
+    if scse_mode not in SCSE_MODES:
+        raise ValueError(f"{model}: scse_mode must be 'max' (the authors' code) or 'add' (the paper); got {scse_mode!r}")
+
+
 def se_layer(se: str, channels: int, reduction: int, scse_mode: str) -> Module | None:
     """The authors' ``SELayer`` of a block, or ``None``."""
     if se == "cse":
@@ -159,17 +174,8 @@ class QuickNat(Module):
     def __init__(self, num_classes: int = 28, in_chans: int = 1, num_filters: int = 64, kernel: int = 5,
                  se: str = "scse", scse_mode: str = "max", reduction: int = 2):
         super().__init__()
-        for label, v in (("num_classes", num_classes), ("in_chans", in_chans), ("num_filters", num_filters),
-                         ("reduction", reduction)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"quicknat: {label} must be a positive int; got {v!r}")
-        if isinstance(kernel, bool) or not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
-            raise ValueError(f"quicknat: kernel must be a positive odd int (the authors pad (k - 1) / 2); got {kernel!r}")
-        if se not in SE_TYPES:
-            raise ValueError(f"quicknat: se must be one of {', '.join(SE_TYPES)}; got {se!r}")
-        if scse_mode not in SCSE_MODES:
-            raise ValueError(f"quicknat: scse_mode must be 'max' (the authors' code) or 'add' (the paper); "
-                             f"got {scse_mode!r}")
+        check_options("quicknat", se, scse_mode, kernel, num_classes=num_classes, in_chans=in_chans,
+                      num_filters=num_filters, reduction=reduction)
         self.num_classes, self.se, self.in_chans = num_classes, se, in_chans
         f = num_filters
         opts = dict(filters=f, kernel=kernel, se=se, reduction=reduction, scse_mode=scse_mode)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from se_multi.models.quicknat import POOL, SCSE_MODES, SE_TYPES, BatchNorm2d, PReLU, se_layer
+from se_multi.models.quicknat import POOL, BatchNorm2d, PReLU, check_options, se_layer
 from se_multi.models.registry import register_model
 from se_multi.nn import ConvNormAct, Module
 from se_multi.pretrained import PretrainedCfg
@@ -92,17 +92,8 @@ class SDNet(Module):
     def __init__(self, num_classes: int = 28, in_chans: int = 1, num_filters: int = 64, kernel: int = 7,
                  se: str = "sse", scse_mode: str = "max", reduction: int = 2):
         super().__init__()
-        for label, v in (("num_classes", num_classes), ("in_chans", in_chans), ("num_filters", num_filters),
-                         ("reduction", reduction)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"sdnet: {label} must be a positive int; got {v!r}")
-        if isinstance(kernel, bool) or not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
-            raise ValueError(f"sdnet: kernel must be a positive odd int (the authors pad (k - 1) / 2); got {kernel!r}")
-        if se not in SE_TYPES:
-            raise ValueError(f"sdnet: se must be one of {', '.join(SE_TYPES)}; got {se!r}")
-        if scse_mode not in SCSE_MODES:
-            raise ValueError(f"sdnet: scse_mode must be 'max' (the authors' code) or 'add' (the paper); "
-                             f"got {scse_mode!r}")
+        check_options("sdnet", se, scse_mode, kernel, num_classes=num_classes, in_chans=in_chans,
+                      num_filters=num_filters, reduction=reduction)
         self.num_classes, self.se, self.in_chans = num_classes, se, in_chans
         f = num_filters
         opts = dict(filters=f, kernel=kernel, se=se, reduction=reduction, scse_mode=scse_mode)
