@@ -391,3 +391,25 @@ def test_calibration_option_says_the_default_and_needs_int8(capsys):
     assert isinstance(made, calibration) and made.source == "photos/" and len(notes) == 1
     assert main(["predict", "x.png", "--calibration", "4"]) == 3
     assert "--calibration applies to --dtype int8" in capsys.readouterr().err
+
+
+def test_other_libraries_warnings_are_shown_once_after_quantizing():
+    """The quantize command records warnings while it runs and shows them after: another library's
+    warning comes out once on stderr, after the run. It was re-emitted inside the recording, so a
+    filter that lets it through (set by any library imported before, e.g. JAX) recorded it again,
+    onto the list being read, without end: the process grew until the OOM killer stopped it. Run in
+    a child with a memory cap, so that a regression fails instead of taking the machine down."""
+    import resource
+    import subprocess
+    import sys
+
+    child = ("import warnings\n"
+             "from se_multi.cli.quantize import calibration_warnings\n"
+             "with calibration_warnings(print):\n"
+             "    warnings.simplefilter('always')\n"
+             "    warnings.warn('from another library', UserWarning)\n"
+             "print('done')\n")
+    cap = lambda: resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # noqa: E731
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120, preexec_fn=cap)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    assert proc.stdout.strip() == "done" and proc.stderr.count("from another library") == 1, proc.stderr

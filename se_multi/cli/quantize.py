@@ -86,19 +86,26 @@ def calibration_warnings(say):
     (``say``); other libraries' warnings as Python would have shown them."""
     from se_multi.calibration import CalibrationWarning
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", CalibrationWarning)
-        try:
-            yield
-        finally:
-            seen = set()
-            for w in caught:
-                if issubclass(w.category, CalibrationWarning):
-                    if str(w.message) not in seen:
-                        seen.add(str(w.message))
-                        say(f"warning: {w.message}")
-                else:
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    recorded: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CalibrationWarning)
+            try:
+                yield
+            finally:
+                recorded = list(caught)
+    finally:
+        # shown once recording has stopped: re-emitted inside the recording context, a warning that
+        # the filters let through was recorded again, onto the list being read, without end (the
+        # process grew until the OOM killer stopped it, whenever e.g. JAX had been imported first)
+        seen = set()
+        for w in recorded:
+            if issubclass(w.category, CalibrationWarning):
+                if str(w.message) not in seen:
+                    seen.add(str(w.message))
+                    say(f"warning: {w.message}")
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def run(args: argparse.Namespace) -> int:
