@@ -141,7 +141,7 @@ class DenseBlock(Module):
         self.batchnorm3 = BatchNorm2d(in_chs + 2 * filters, "batchnorm3")
         self.prelu = PReLU()
 
-    def dense(self, ops, x):
+    def body(self, ops, x):
         o3 = self.conv1(ops, self.prelu(ops, self.batchnorm1(ops, x)))
         o4 = ops.concat_channels([x, o3])
         o7 = self.conv2(ops, self.prelu(ops, self.batchnorm2(ops, o4)))
@@ -149,23 +149,37 @@ class DenseBlock(Module):
         return self.conv3(ops, self.prelu(ops, self.batchnorm3(ops, o8)))
 
     def forward(self, ops, x):
-        return self.dense(ops, x)  # the bottleneck: the authors' DenseBlock.forward runs no SELayer
+        return self.body(ops, x)  # the bottleneck: the authors' DenseBlock.forward runs no SELayer
 
 
-class EncoderBlock(DenseBlock):
+class PoolingEncoder:
+    """The authors' encoder blocks (QuickNAT's, SD-Net's), around their block's ``body``: the body,
+    its SE layer, a 2x2/2 max pool keeping its indices -> ``(pooled, skip, indices)``."""
+
     def forward(self, ops, x):
-        out = self.dense(ops, x)
+        out = self.body(ops, x)
         if self.has_se:
             out = self.SELayer(ops, out)
         pooled, indices = ops.max_pool2d_indices(out, POOL, POOL)
         return pooled, out, indices
 
 
-class DecoderBlock(DenseBlock):
+class UnpoolingDecoder:
+    """The authors' decoder blocks: unpool with the encoder's indices to its skip's size, concatenate
+    (skip first), the block's ``body``, its SE layer."""
+
     def forward(self, ops, x, skip, indices):
         up = ops.max_unpool2d(x, indices, tuple(ops.shape(skip)[2:]))
-        out = self.dense(ops, ops.concat_channels([skip, up]))
+        out = self.body(ops, ops.concat_channels([skip, up]))
         return self.SELayer(ops, out) if self.has_se else out
+
+
+class EncoderBlock(PoolingEncoder, DenseBlock):
+    """nn-common-modules' ``EncoderBlock``."""
+
+
+class DecoderBlock(UnpoolingDecoder, DenseBlock):
+    """nn-common-modules' ``DecoderBlock``."""
 
 
 class QuickNat(Module):

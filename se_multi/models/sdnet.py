@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from se_multi.models.quicknat import POOL, BatchNorm2d, PReLU, check_options, se_layer
+from se_multi.models.quicknat import BatchNorm2d, PoolingEncoder, PReLU, UnpoolingDecoder, check_options, se_layer
 from se_multi.models.registry import register_model
 from se_multi.nn import ConvNormAct, Module
 from se_multi.pretrained import PretrainedCfg
@@ -59,31 +59,19 @@ class GenericBlock(Module):
         self.prelu = PReLU()
         self.batchnorm = BatchNorm2d(filters, "batchnorm")
 
-    def block(self, ops, x):
+    def body(self, ops, x):
         return self.batchnorm(ops, self.prelu(ops, self.conv(ops, x)))
 
     def forward(self, ops, x):
-        return self.block(ops, x)
+        return self.body(ops, x)
 
 
-class EncoderBlock(GenericBlock):
+class EncoderBlock(PoolingEncoder, GenericBlock):
     """``SDnetEncoderBlock``: the generic block, its SE layer, a 2x2/2 max pool with indices."""
 
-    def forward(self, ops, x):
-        out = self.block(ops, x)
-        if self.has_se:
-            out = self.SELayer(ops, out)
-        pooled, indices = ops.max_pool2d_indices(out, POOL, POOL)
-        return pooled, out, indices
 
-
-class DecoderBlock(GenericBlock):
+class DecoderBlock(UnpoolingDecoder, GenericBlock):
     """``SDnetDecoderBlock``: unpool to the skip's size, concatenate (skip first), block, SE layer."""
-
-    def forward(self, ops, x, skip, indices):
-        up = ops.max_unpool2d(x, indices, tuple(ops.shape(skip)[2:]))
-        out = self.block(ops, ops.concat_channels([skip, up]))
-        return self.SELayer(ops, out) if self.has_se else out
 
 
 class SDNet(Module):
