@@ -137,10 +137,11 @@ def se_counts(proto) -> dict[str, int]:
 
 def marked_graph(module, opset: int | None = None, workarounds=()) -> Any:
     """The ModelProto of a bound module (NumPy-array weights) with SE marks, float32, symbolic
-    batch, height and width (traced at the module's smallest input size or 224x224)."""
+    batch, height and width (traced at the module's smallest input size or 224x224), with the
+    module's input channels (QuickNAT's and SD-Net's one MRI channel; RGB unless it says)."""
     recorder = MarkingRecorder(dtype="float32", opset=DEFAULT_OPSET if opset is None else opset,
                                workarounds=workarounds)
-    return recorder.trace(module, (BATCH_DIM, 3, 224, 224), symbolic_hw=True)
+    return recorder.trace(module, (BATCH_DIM, getattr(module, "in_chans", 3), 224, 224), symbolic_hw=True)
 
 
 # =========================================================================== the engines
