@@ -326,8 +326,7 @@ class CupyBackend(Backend):
         return self._cp.ascontiguousarray(y).reshape(n, c, h, w)
 
     def center_crop(self, x, like):
-        n, c, h, w = shapes.center_crop(x.shape, like.shape)
-        top, left = (x.shape[2] - h) // 2, (x.shape[3] - w) // 2
+        top, left, h, w = shapes.center_crop_window(x.shape, like.shape)
         return self._cp.ascontiguousarray(x[:, :, top : top + h, left : left + w])
 
     # ------------------------------------------------------------------ fused SE ops

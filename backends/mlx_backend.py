@@ -457,8 +457,7 @@ class MlxBackend(Backend):
         return self._mx.where(x > 0, x, x * slope)  # NHWC: a (C,) or (1,) slope broadcasts along C
 
     def center_crop(self, x, like):
-        n, c, h, w = shapes.center_crop(self.shape(x), self.shape(like))
-        top, left = (x.shape[1] - h) // 2, (x.shape[2] - w) // 2
+        top, left, h, w = shapes.center_crop_window(self.shape(x), self.shape(like))  # NCHW sizes of NHWC arrays
         return x[:, top : top + h, left : left + w, :]
 
     def channel_shuffle(self, x, groups):

@@ -281,8 +281,7 @@ class TorchBackend(Backend):
         return self._layout(y)
 
     def center_crop(self, x, like):
-        _, _, h, w = shapes.center_crop(tuple(x.shape), tuple(like.shape))
-        top, left = (x.shape[2] - h) // 2, (x.shape[3] - w) // 2
+        top, left, h, w = shapes.center_crop_window(tuple(x.shape), tuple(like.shape))
         return self._layout(x[:, :, top : top + h, left : left + w])
 
     # ------------------------------------------------------------------ fused ops

@@ -222,8 +222,7 @@ def center_crop(x, like):
     """``x`` cropped to ``like``'s height and width from its centre, as the FC-DenseNet code's
     ``center_crop`` does: rows from ``(H - h) // 2``, columns from ``(W - w) // 2`` (``like``'s
     values are not read)."""
-    n, c, h, w = shapes.center_crop(x.shape, like.shape)
-    top, left = (x.shape[2] - h) // 2, (x.shape[3] - w) // 2
+    top, left, h, w = shapes.center_crop_window(x.shape, like.shape)
     return np.ascontiguousarray(x[:, :, top : top + h, left : left + w])
 
 

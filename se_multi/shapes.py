@@ -121,6 +121,13 @@ def center_crop(x_shape, like_shape):
     return n, c, lh, lw
 
 
+def center_crop_window(x_shape, like_shape) -> tuple[int, int, int, int]:
+    """``(top, left, h, w)``: where :func:`center_crop` takes its window in ``x`` (NCHW), rows from
+    ``(H - h) // 2`` and columns from ``(W - w) // 2``, as the FC-DenseNet code's ``center_crop``."""
+    _, _, h, w = center_crop(x_shape, like_shape)
+    return (int(x_shape[2]) - h) // 2, (int(x_shape[3]) - w) // 2, h, w
+
+
 def pool2d(x_shape, kernel, stride, padding=(0, 0), ceil_mode: bool = False, op: str = "max_pool2d"):
     """NCHW output of a max or average pool; ``kernel``/``stride``/``padding`` are (h, w)."""
     n, c, h, w = _nchw(op, x_shape)

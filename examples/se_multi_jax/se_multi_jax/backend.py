@@ -204,6 +204,5 @@ class JaxBackend(Backend):
         return x.reshape(n, groups, c // groups, h, w).transpose(0, 2, 1, 3, 4).reshape(n, c, h, w)
 
     def center_crop(self, x, like):
-        n, c, h, w = shapes.center_crop(x.shape, like.shape)
-        top, left = (x.shape[2] - h) // 2, (x.shape[3] - w) // 2
+        top, left, h, w = shapes.center_crop_window(x.shape, like.shape)
         return x[:, :, top : top + h, left : left + w]
