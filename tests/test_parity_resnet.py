@@ -22,6 +22,26 @@ def test_recipe_input_is_the_fixture_input(fixture):
     np.testing.assert_array_equal(peer_input(fixture), expected(fixture)["x"])
 
 
+@pytest.mark.parametrize("kind,shape", [("weight", (3, 2, 65536 // 6 + 5)), ("weight", (70001,)), ("bias", (3,)),
+                                        ("bn_weight", (65537,)), ("bn_running_var", (4,)), ("bn_bias", (0,)),
+                                        ("bn_running_mean", ())])
+def test_recipe_weights_are_the_fixture_readme_formula(kind, shape):
+    """The recipe (shared/fixtures/parity README) written whole-array here, against se_multi's
+    chunked, in-place version, bit for bit: tensors smaller than a chunk, larger, and empty."""
+    from se_multi import init
+
+    u = np.random.Generator(np.random.PCG64([7, 11])).random(shape)
+    formula = {"weight": lambda: (2 * u - 1) * (np.sqrt(3.0 / np.prod(shape[1:])) if len(shape) >= 2 else 0.2),
+               "bias": lambda: 0.2 * (2 * u - 1), "bn_bias": lambda: 0.2 * (2 * u - 1),
+               "bn_running_mean": lambda: 0.2 * (2 * u - 1), "bn_weight": lambda: 0.5 + 0.5 * u,
+               "bn_running_var": lambda: 0.5 + u}[kind]
+    want = np.asarray(formula()).astype(np.float32)
+    got = init.recipe_tensor(7, 11, shape, kind)
+    assert got.dtype == np.float32 and got.shape == want.shape and got.tobytes() == want.tobytes()
+    if shape in ((3, 2, 65536 // 6 + 5), (70001,), (65537,)):
+        assert u.size > init._CHUNK, "these cases cross a chunk boundary"
+
+
 @pytest.mark.parametrize("backend,dtype,tol", RUNS, ids=[f"{b}-{d}" for b, d, _ in RUNS])
 @pytest.mark.parametrize("fixture", FIXTURES)
 def test_logits_match_peer(peer_results, fixture, backend, dtype, tol):
