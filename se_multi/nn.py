@@ -201,7 +201,9 @@ def check_state(specs: dict[str, ParamSpec], state: dict[str, np.ndarray], what:
             value = np.asarray(state[key])
             if value.dtype.kind != "f":
                 not_float.append(f"{key} ({value.dtype})")
-            elif not np.isfinite(value).all():
+            elif value.size and not (np.isfinite(value.min()) and np.isfinite(value.max())):
+                # min and max propagate NaN and find each infinity, and allocate nothing: a
+                # boolean copy of VGG-16's 138M weights cost 0.44 s a bind
                 not_finite.append(key)
             elif spec.kind == "bn_running_var" and value.size and value.min() < 0:
                 negative_var.append(f"{key} (min {float(value.min()):.3g})")
