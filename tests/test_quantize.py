@@ -138,9 +138,12 @@ def test_se_kept_in_float_by_default_and_quantized_on_request(engine):
                          and n.op_type in ("GlobalAveragePool", "Mul")]
     cal = calibration_set(SMALL, 2, held_out=0, warn=False).arrays
     check = _float_inputs_onnx if engine == "onnxruntime" else _float_inputs_openvino
-    kept = check(quantize_graph(engine, proto, cal, quantize_se=False), squeeze_and_scale)
+    # where quantizers go is decided before bias correction, which only moves biases: the fast one
+    # (NNCF's) serves this test as well: 14.3 s -> 9.9 s on OpenVINO, alone (2026-12-02)
+    fast = {"fast_bias_correction": True}
+    kept = check(quantize_graph(engine, proto, cal, quantize_se=False, **fast), squeeze_and_scale)
     assert len(kept) == len(squeeze_and_scale) == 18 and all(kept.values())
-    quantized = check(quantize_graph(engine, proto, cal, quantize_se=True), squeeze_and_scale)
+    quantized = check(quantize_graph(engine, proto, cal, quantize_se=True, **fast), squeeze_and_scale)
     assert len(quantized) == 18 and not any(quantized.values())
 
 
