@@ -39,12 +39,21 @@ def _declared(name):
     return declaration, recipe_state((k, s.shape, s.kind) for k, s in declaration.param_specs().items())
 
 
-def _reference(declaration, state, name, x):
+def _reference(declaration, state, name):
+    """``x -> logits`` of the float64 reference, bound once (binding VGG-sized state per case was
+    most of a worker's reference time)."""
     from se_multi.dispatch import get_backend, to_numpy
     from se_multi.models import Model
 
     ops = get_backend("numpy", dtype="float64")
-    return to_numpy(Model(name, declaration.bind(state, ops), ops)(x.astype(np.float64)))
+    bound = []
+
+    def run(x):
+        if not bound:
+            bound.append(Model(name, declaration.bind(state, ops), ops))
+        return to_numpy(bound[0](x.astype(np.float64)))
+
+    return run
 
 
 def _outcome(call, want_fn):
@@ -67,15 +76,16 @@ def tiny(backend: str) -> dict:
     for name, smallest in FAMILIES.items():
         declaration, state = _declared(name)
         model = Model(name, declaration.bind(state, ops), ops)
+        reference = _reference(declaration, state, name)
         for size in (*ODD_SIZES, smallest):
             x = np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)
-            out[f"{name} {size[0]}x{size[1]}"] = _outcome(lambda: to_numpy(model(x)),
-                                                           lambda: _reference(declaration, state, name, x))
+            out[f"{name} {size[0]}x{size[1]}"] = _outcome(lambda: to_numpy(model(x)), lambda: reference(x))
     return out
 
 
 def export() -> dict:
     from se_multi.dispatch import get_backend
+    from se_multi.models import Model
     from se_multi.onnx_export import export_onnx
 
     ort, numpy_ops = get_backend("onnxruntime"), get_backend("numpy")
@@ -83,18 +93,17 @@ def export() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for name, smallest in FAMILIES.items():
             declaration, state = _declared(name)
+            reference = _reference(declaration, state, name)
+            model = Model(name, declaration.bind(state, numpy_ops), numpy_ops)  # every size exports it
             for size in (*ODD_SIZES, smallest):
                 path = Path(tmp) / f"{name}_{size[0]}x{size[1]}.onnx"
                 x = np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)
 
-                def run(path=path, size=size, x=x):
-                    from se_multi.models import Model
-
-                    model = Model(name, declaration.bind(state, numpy_ops), numpy_ops)
+                def run(path=path, size=size, x=x, model=model):
                     export_onnx(model, path, input_size=size)
                     return ort.load(path)(x)
 
-                result = _outcome(run, lambda x=x: _reference(declaration, state, name, x))
+                result = _outcome(run, lambda x=x: reference(x))
                 result["file_written"] = path.exists()
                 out[f"{name} {size[0]}x{size[1]}"] = result
     return out
