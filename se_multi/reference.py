@@ -95,10 +95,10 @@ def fold_batch_norm(w, b, mean, var, gamma, beta, eps):
 
     ``bn(conv(x, w) + b) = conv(x, w * k) + (b - mean) * k + beta`` with ``k = gamma / sqrt(var + eps)``.
     """
-    w = np.asarray(w, dtype=np.float64)
+    w2 = np.array(w, dtype=np.float64)  # a copy, scaled in place: one float64 array, not two
     k = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
-    b = np.zeros(w.shape[0]) if b is None else np.asarray(b, np.float64)
-    w2 = w * k.reshape((-1,) + (1,) * (w.ndim - 1))
+    b = np.zeros(w2.shape[0]) if b is None else np.asarray(b, np.float64)
+    w2 *= k.reshape((-1,) + (1,) * (w2.ndim - 1))
     b2 = (b - np.asarray(mean, np.float64)) * k + np.asarray(beta, np.float64)
     return w2, b2
 
