@@ -62,7 +62,7 @@ def recipe_tensor(seed: int, index: int, shape, kind: str) -> np.ndarray:
     for start in range(0, flat.size, _CHUNK):
         u = chunk[: min(_CHUNK, flat.size - start)]
         generator.random(out=u)
-        if a != 1.0:  # multiplying by 1 and 0 are skipped: exact either way
+        if a != 1.0:  # a product by 1 is exact: skipped
             u *= a
         u += b
         if c != 1.0:
