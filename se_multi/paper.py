@@ -2,8 +2,8 @@
 
 Hu et al., *Squeeze-and-Excitation Networks* (TPAMI), Tables 2, 3 and 7
 (``../shared/paper/README.md``), the cost of the paper's ablations, which it reports only as
-errors, and the cost of the scSE paper's blocks (Roy et al.) in each F-CNN. Every se_multi figure is counted by :func:`se_multi.info.model_info` from the graph
-that runs.
+errors, and the cost of the scSE paper's blocks (Roy et al.) in each F-CNN. Every se_multi figure
+is counted by :func:`se_multi.info.model_info` from the graph that runs.
 """
 
 from __future__ import annotations

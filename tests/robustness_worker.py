@@ -40,20 +40,14 @@ def _declared(name):
 
 
 def _reference(declaration, state, name):
-    """``x -> logits`` of the float64 reference, bound once (binding VGG-sized state per case was
-    most of a worker's reference time)."""
+    """``x -> logits`` of the float64 reference, bound once per family (it was bound again for every
+    input size: 27 binds of 6 models a worker)."""
     from se_multi.dispatch import get_backend, to_numpy
     from se_multi.models import Model
 
     ops = get_backend("numpy", dtype="float64")
-    bound = []
-
-    def run(x):
-        if not bound:
-            bound.append(Model(name, declaration.bind(state, ops), ops))
-        return to_numpy(bound[0](x.astype(np.float64)))
-
-    return run
+    model = Model(name, declaration.bind(state, ops), ops)
+    return lambda x: to_numpy(model(x.astype(np.float64)))
 
 
 def _outcome(call, want_fn):

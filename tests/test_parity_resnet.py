@@ -22,8 +22,12 @@ def test_recipe_input_is_the_fixture_input(fixture):
     np.testing.assert_array_equal(peer_input(fixture), expected(fixture)["x"])
 
 
-@pytest.mark.parametrize("kind,shape", [("weight", (3, 2, 65536 // 6 + 5)), ("weight", (70001,)), ("bias", (3,)),
-                                        ("bn_weight", (65537,)), ("bn_running_var", (4,)), ("bn_bias", (0,)),
+#: recipe tensors larger than se_multi.init's chunk (65536 draws): their draws cross a chunk boundary
+CHUNK_CROSSING = ((3, 2, 65536 // 6 + 5), (70001,), (65537,))
+
+
+@pytest.mark.parametrize("kind,shape", [("weight", CHUNK_CROSSING[0]), ("weight", CHUNK_CROSSING[1]), ("bias", (3,)),
+                                        ("bn_weight", CHUNK_CROSSING[2]), ("bn_running_var", (4,)), ("bn_bias", (0,)),
                                         ("bn_running_mean", ())])
 def test_recipe_weights_are_the_fixture_readme_formula(kind, shape):
     """The recipe (shared/fixtures/parity README) written whole-array here, against se_multi's
@@ -38,7 +42,7 @@ def test_recipe_weights_are_the_fixture_readme_formula(kind, shape):
     want = np.asarray(formula()).astype(np.float32)
     got = init.recipe_tensor(7, 11, shape, kind)
     assert got.dtype == np.float32 and got.shape == want.shape and got.tobytes() == want.tobytes()
-    if shape in ((3, 2, 65536 // 6 + 5), (70001,), (65537,)):
+    if shape in CHUNK_CROSSING:
         assert u.size > init._CHUNK, "these cases cross a chunk boundary"
 
 
