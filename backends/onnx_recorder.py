@@ -53,8 +53,8 @@ SPATIAL_DIMS = ("height", "width")
 #:   input and the pool (``count_include_pad=0``) leaves only the overhang out.
 #: - ``strided_conv_pad``: a convolution (not depthwise) with a horizontal stride and a kernel
 #:   wider than 1 whose output is one column wide and two or more rows high (the trigger of the
-#:   bug it avoids), on an input padded on the right by one stride and the extra output column
-#:   sliced off (:meth:`OnnxRecorder._conv_padded_right`); in a size-generic trace, every such
+#:   bug it avoids), on an input padded on the right and at the bottom by one stride and the extra
+#:   output column and row sliced off (:meth:`OnnxRecorder._conv_padded`); in a size-generic trace, every such
 #:   convolution (the size is not known).
 #: - ``ceil_pool_end_pads``: a ceil-mode pool as a floor-mode pool whose bottom and right pads are
 #:   longer by ``e = min(stride - 1, kernel - pad - 1)`` (:meth:`OnnxRecorder._pool`). Its windows
@@ -276,34 +276,39 @@ class OnnxRecorder(Backend):
         top, bottom, left, right = padding
         if ("strided_conv_pad" in self.workarounds and stride[1] > 1 and kw > 1 and (groups == 1 or w.shape[1] > 1)
                 and not x.vec4d and (self._symbolic or (out_shape[3] == 1 and out_shape[2] >= 2))):
-            return self._conv_padded_right(x, w, b, out_shape, stride, padding, dilation, groups)
+            return self._conv_padded(x, w, b, out_shape, stride, padding, dilation, groups)
         return self._node("Conv", [x, w, b], out_shape, kernel_shape=[kh, kw],
                           strides=list(stride), pads=[top, left, bottom, right],  # ONNX: begins, then ends
                           dilations=list(dilation), group=int(groups))
 
-    def _conv_padded_right(self, x, w, b, out_shape, stride, padding, dilation, groups):
-        """The same convolution on ``x`` padded on the right by one stride (exactly one more output
-        column, whatever the width), that column sliced off again: OpenVINO 2026.4's AMX bfloat16
-        convolution kernel (``brgconv_avx512_amx_bf16``) returns garbage (~1e35, uninitialised
-        memory) for a stride-2 3x3 convolution of >= 256 channels whose output is one column wide
-        and 2+ rows high, grouped or not, batch 1 or more (found by validate's SE-ResNeXt-50 model
-        check at 33x27; then SE-ResNet-50 at 37x29; 54 of 1728 shapes of a grid; f32, 1x1 and
-        stride-1 kernels, depthwise, and the padded form are right).
+    def _conv_padded(self, x, w, b, out_shape, stride, padding, dilation, groups):
+        """The same convolution on ``x`` padded on the right and at the bottom by one stride (exactly
+        one more output column and row, whatever the size), that column and row sliced off again:
+        OpenVINO 2026.4's AMX bfloat16 convolution kernel (``brgconv_avx512_amx_bf16``) returns
+        garbage (~1e35, uninitialised memory) for a stride-2 3x3 convolution whose output is one
+        column wide and 2+ rows high, grouped or not, batch 1 or more (found by validate's
+        SE-ResNeXt-50 model check at 33x27; then SE-ResNet-50 at 37x29; 54 of 1728 shapes of a
+        grid, all >= 256 channels, in static graphs; in a dynamic graph the deep stem's 3->32
+        convolution too, at 33x1; f32, 1x1 and stride-1 kernels, depthwise are right).
 
-        The padded form has bugs of its own on a one-column input (OpenVINO 2026.4, bfloat16 on an
-        AVX512_BF16 CPU without AMX, 2 threads): a segfault for <= 32 output channels and 1-2 rows
-        (the deep stem's first convolution at a 1x1 or 2x1 input), garbage (rel err ~1) for grouped
-        convolutions in a dynamic-shape graph. Hence only where the trigger is (a static graph's
-        one-column, 2+ row outputs) and only on a CPU with AMX (the backend's choice)."""
+        Padding on the right alone has bugs of its own on a one-column input: a segfault for <= 32
+        output channels and 1-2 rows (the deep stem's first convolution at a 1x1 or 2x1 input; on
+        an AVX512_BF16 CPU without AMX, and in a dynamic graph on an AMX CPU, 2026-12-03), garbage
+        (rel err ~1) for grouped convolutions in a dynamic-shape graph (without AMX). The extra row
+        keeps every output 2+ rows high, where neither strikes (tests/test_openvino_small.py: every
+        size 1x1 to 33x33 and the rectangles, static and dynamic). Hence only where the trigger is
+        (a static graph's one-column, 2+ row outputs; every strided convolution of a dynamic
+        graph) and only on a CPU with AMX (the backend's choice)."""
         n, c, h, wd = x.shape
-        sw = stride[1]
-        padded = self._node("Pad", [x, self._ints([0, 0, 0, 0, 0, 0, 0, sw])], (n, c, h, wd + sw), mode="constant")
+        sh, sw = stride
+        padded = self._node("Pad", [x, self._ints([0, 0, 0, 0, 0, 0, sh, sw])], (n, c, h + sh, wd + sw),
+                            mode="constant")
         kh, kw = w.shape[2:]
         top, bottom, left, right = padding
-        wide = (*out_shape[:3], out_shape[3] + 1)
+        wide = (out_shape[0], out_shape[1], out_shape[2] + 1, out_shape[3] + 1)
         y = self._node("Conv", [padded, w, b], wide, kernel_shape=[kh, kw], strides=list(stride),
                        pads=[top, left, bottom, right], dilations=list(dilation), group=int(groups))
-        return self._node("Slice", [y, self._ints([0]), self._ints([-1]), self._ints([3])], out_shape)
+        return self._node("Slice", [y, self._ints([0, 0]), self._ints([-1, -1]), self._ints([2, 3])], out_shape)
 
     def conv_transpose2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0)):
         """ONNX ``ConvTranspose``: its weight is PyTorch's (C_in, C_out, KH, KW) and its ``pads`` crop
