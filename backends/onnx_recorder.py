@@ -54,8 +54,8 @@ SPATIAL_DIMS = ("height", "width")
 #: - ``strided_conv_pad``: a convolution (not depthwise) with a horizontal stride and a kernel
 #:   wider than 1 whose output is one column wide and two or more rows high (the trigger of the
 #:   bug it avoids), on an input padded on the right and at the bottom by one stride and the extra
-#:   output column and row sliced off (:meth:`OnnxRecorder._conv_padded`); in a size-generic trace, every such
-#:   convolution (the size is not known).
+#:   output column and row sliced off (:meth:`OnnxRecorder._conv_padded`); in a size-generic
+#:   trace, every such convolution (the size is not known).
 #: - ``ceil_pool_end_pads``: a ceil-mode pool as a floor-mode pool whose bottom and right pads are
 #:   longer by ``e = min(stride - 1, kernel - pad - 1)`` (:meth:`OnnxRecorder._pool`). Its windows
 #:   are exactly PyTorch's: a floor-mode window exists where it ends inside the input, both pads

@@ -125,9 +125,11 @@ def _threads_per_worker(numprocesses) -> None:
 
     if numprocesses in (None, 0, "0"):
         return
-    workers = usable_cores() if numprocesses in ("auto", "logical") else int(numprocesses)
+    cores = usable_cores()
+    workers = cores if numprocesses in ("auto", "logical") else int(numprocesses)
+    share = str(max(1, cores // max(1, workers)))
     for var in THREAD_VARS:
-        os.environ.setdefault(var, str(max(1, usable_cores() // max(1, workers))))
+        os.environ.setdefault(var, share)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
