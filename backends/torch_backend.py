@@ -62,6 +62,12 @@ def _set_cuda_fp32_precision(torch, precision: str) -> None:
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
 
 
+def _one_column_high(out_shape) -> bool:
+    """An NCHW output one column wide and two or more rows high: the trigger of oneDNN's AMX
+    bfloat16 convolution bug (:meth:`TorchBackend._conv`)."""
+    return out_shape[3] == 1 and out_shape[2] >= 2
+
+
 class TorchBackend(Backend):
     name = "torch"
     package = "torch"
@@ -92,6 +98,9 @@ class TorchBackend(Backend):
         if self._dev.type == "cuda" and self.dtype == "float32":
             _set_cuda_fp32_precision(torch, "tf32" if tf32 else "ieee")
         self._acts = {**_INPLACE_ACTS, **(_EXACT_ACTS if self.dtype == "float64" else {})}
+        #: whether oneDNN's AMX bfloat16 convolution runs here, whose one-column bug :meth:`_conv` avoids
+        self._amx_bf16 = (self._dev.type == "cpu" and self.dtype == "bfloat16"
+                          and "amx_bf16" in importlib.import_module("se_multi.cpu").cpu_info().flags)
 
     @classmethod
     def native_dtypes(cls) -> tuple[str, ...]:
@@ -195,6 +204,17 @@ class TorchBackend(Backend):
     # ------------------------------------------------------------------ primitives
     def _conv(self, x, w, b, stride, padding, dilation, groups):
         pt, pb, pl, pr = padding
+        if (self._amx_bf16 and stride[1] > 1 and w.shape[3] > 1 and (groups == 1 or w.shape[1] > 1)
+                and _one_column_high(shapes.conv2d(tuple(x.shape), tuple(w.shape), stride, padding, dilation,
+                                                   groups))):
+            # oneDNN's AMX bfloat16 convolution (torch 2.13 CPU) reads uninitialised memory for a
+            # strided 3x3 convolution whose output is one column wide and 2+ rows high: measured
+            # 2026-12-03 on an AMX Xeon, every such shape of >= 256 channels and the 3->32 stem at
+            # 33x1, 1e30 out (conformance's SE-ResNet-50 at 2x3x37x29 once gave non-finite logits).
+            # The same convolution one row and one column larger, sliced back, is right (the
+            # ONNX recorder's ``strided_conv_pad`` for OpenVINO's copy of the kernel).
+            y = self._conv(x, w, b, stride, (pt, pb + stride[0], pl, pr + stride[1]), dilation, groups)
+            return self._layout(y[:, :, :-1, :-1])
         if pt == pb and pl == pr:
             return self.F.conv2d(x, w, b, tuple(stride), (pt, pl), tuple(dilation), groups)
         # asymmetric (TF "SAME") padding: F.conv2d pads symmetrically only

@@ -63,3 +63,29 @@ def test_torch_bfloat16_runs_onednn_bfloat16_convolutions():
     bf16 = [line for line in convs if "src:bf16" in line or "src_bf16" in line]
     assert len(bf16) == len(convs), f"{len(convs) - len(bf16)} convolutions not in bfloat16: {convs[:2]}"
     assert all("acdb" in line or "nhwc" in line for line in bf16), "not channels_last"  # NHWC memory format
+
+
+#: strided 3x3 convolutions whose output is one column wide and 2+ rows high (N, C_in, H, W, C_out,
+#: groups): oneDNN's AMX bfloat16 kernel returned uninitialised memory (1e30 after a buffer of 1e30
+#: was freed) for each of these on torch 2.13 CPU, 2026-12-03 (AMX Xeon); the last is a 2x2 output,
+#: which was right, for contrast
+ONE_COLUMN_CONVS = [(2, 256, 3, 2, 256, 1), (1, 512, 3, 2, 512, 1), (2, 1024, 3, 2, 1024, 32), (2, 256, 5, 1, 256, 1),
+                    (2, 2048, 3, 2, 2048, 1), (2, 3, 33, 1, 32, 1), (2, 512, 4, 4, 512, 1)]
+
+
+@pytest.mark.parametrize("n,cin,h,w,cout,groups", ONE_COLUMN_CONVS)
+def test_torch_bfloat16_strided_conv_with_one_output_column(n, cin, h, w, cout, groups):
+    require_backend("torch", "bfloat16")
+    import torch
+
+    from se_multi import reference as ref
+
+    ops = se_multi.get_backend("torch", dtype="bfloat16")
+    rng = np.random.default_rng(cin + h)
+    x, wt = rng.standard_normal((n, cin, h, w)), rng.standard_normal((cout, cin // groups, 3, 3)) * 0.02
+    want = ref.conv2d(x, wt, None, (2, 2), (1, 1, 1, 1), (1, 1), groups)
+    for _ in range(5):
+        torch.full((n * cin * 64,), 1e30, dtype=torch.bfloat16)  # freed at once: the buggy kernel read it back
+        got = se_multi.to_numpy(ops.conv2d(ops.input(x), ops.param(wt, "conv"), None, (2, 2), (1, 1, 1, 1), (1, 1),
+                                           groups)).astype(np.float64)
+        assert got.shape == want.shape and rel_err(got, want) <= 5e-2, (n, cin, h, w, rel_err(got, want))
