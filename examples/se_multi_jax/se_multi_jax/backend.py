@@ -49,7 +49,9 @@ class JaxBackend(Backend):
             return x if x.dtype == self._dt else x.astype(self._dt)
         from se_multi import to_numpy  # a torch/mlx/cupy array -> NumPy first
 
-        return self.jnp.asarray(np.asarray(to_numpy(x)), dtype=self._dt)
+        # rounded to the dtype by NumPy (ml_dtypes for bfloat16), then copied over: jnp.asarray's
+        # own conversion compiles an XLA program per shape, one per weight shape of every model
+        return self._jax.device_put(np.asarray(to_numpy(x), dtype=self._dt))
 
     @staticmethod
     def to_numpy(x):
