@@ -49,6 +49,8 @@ model is one row smaller than TF-slim's after the stem at 299; neither 224 nor 2
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from se_multi import reference as ref
@@ -359,6 +361,7 @@ def _bninception_map(side: int) -> int | None:
     return s
 
 
+@functools.cache  # a pure function of nothing; the size search calls it on every refused size
 def bninception_sides() -> tuple[int, int]:
     """The input sides (smallest, largest) that give BN-Inception's 7x7 last map."""
     sides = [s for s in range(32, 1024) if _bninception_map(s) == BNINCEPTION_POOL]
