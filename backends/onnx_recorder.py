@@ -167,7 +167,7 @@ class OnnxRecorder(Backend):
         if key is not None and key in self._consts:
             return self._consts[key]
         name = self._fresh(hint)
-        self.initializers.append(_onnx().numpy_helper.from_array(np.ascontiguousarray(value), name))
+        self.initializers.append((name, value))  # made a TensorProto in the graph itself (to_model)
         sym = Sym(name, value.shape, const=value)
         if key is not None:
             self._consts[key] = sym
@@ -209,9 +209,19 @@ class OnnxRecorder(Backend):
             elem = onnx.TensorProto.INT64 if sym.name in self._int64 else self._elem_type
             outs.append(helper.make_tensor_value_info(name, elem, list(sym.shape)))
         used = {name for node in self.nodes for name in node.input}
-        # weights replaced by a reshaped copy (a linear weight used as a 1x1 conv), heads a model never calls
-        initializers = [t for t in self.initializers if t.name in used]
-        graph = helper.make_graph(self.nodes, graph_name, self.inputs, outs, initializer=initializers)
+        graph = helper.make_graph(self.nodes, graph_name, self.inputs, outs)
+        for name, value in self.initializers:
+            # left out: weights replaced by a reshaped copy (a linear weight used as a 1x1 conv),
+            # heads a model never calls
+            if name in used:
+                # written into the graph's own message as numpy_helper.from_array writes it (little-endian
+                # raw data; a scalar as shape (1,)): a TensorProto made apart is copied whole when added
+                # (VGG-16's 550 MB a second time)
+                data = np.ascontiguousarray(value, value.dtype.newbyteorder("<"))
+                tensor = graph.initializer.add()
+                tensor.name, tensor.data_type = name, helper.np_dtype_to_tensor_dtype(value.dtype)
+                tensor.dims.extend(data.shape)
+                tensor.raw_data = data.tobytes()
         opset = [helper.make_opsetid("", self.opset)]
         model = helper.make_model(graph, opset_imports=opset, producer_name="se_multi",
                                   producer_version=__version__)
