@@ -181,6 +181,22 @@ def test_bad_weights_are_refused_at_load_naming_the_key(tmp_path, edit, message)
     assert not (tmp_path / "out.safetensors").exists()
 
 
+def test_broadcast_weights_are_checked_in_every_entry():
+    """A state of broadcast views (as the input-size tracer binds) is checked on each distinct entry:
+    a NaN along the one axis that is not broadcast is found, a negative running variance too."""
+    declaration = build_model("mobilenetv3_small_100")
+    ops = se_multi.get_backend("numpy")
+    zeros = {k: np.broadcast_to(np.float32(0), s.shape) for k, s in declaration.param_specs().items()}
+    declaration.bind({**zeros, "bn1.running_var": np.broadcast_to(np.float32(1), zeros["bn1.running_var"].shape)}, ops)
+    row = np.zeros(zeros["conv_stem.weight"].shape[-1], np.float32)
+    row[-1] = np.nan
+    with pytest.raises(StateDictError, match=r"with NaN or Inf: conv_stem.weight"):
+        declaration.bind({**zeros, "conv_stem.weight": np.broadcast_to(row, zeros["conv_stem.weight"].shape)}, ops)
+    with pytest.raises(StateDictError, match=r"below 0: bn1.running_var \(min -2\)"):
+        declaration.bind({**zeros, "bn1.running_var": np.broadcast_to(np.float32(-2), zeros["bn1.running_var"].shape)},
+                         ops)
+
+
 def test_complex_weights_are_refused(tmp_path):
     declaration = build_model("mobilenetv3_small_100")
     state = {k: np.zeros(s.shape, np.float32) + 1 for k, s in declaration.param_specs().items()}
