@@ -54,6 +54,17 @@ FAST_COMPILE = {"JAX_USE_SIMPLIFIED_JAXPR_CONSTANTS": "True",
                    if os.environ.get("OMP_NUM_THREADS") == "1" else "")}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fast_compile_in_process():
+    """:data:`FAST_COMPILE` for the tests that compile in this interpreter too, where its XLA starts
+    in this module (XLA reads its flags once, at JAX's first computation; started earlier, they
+    compile as before): the two below took 10.6 s -> 4.8 s alone (2026-12-03)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in FAST_COMPILE.items():
+            patch.setenv(name, value)
+        yield
+
+
 @pytest.mark.parametrize("dtype", COMPUTE_DTYPES)
 def test_example_passes_validate(dtype):
     """The command a third party runs, in a fresh interpreter (with :data:`FAST_COMPILE`)."""
