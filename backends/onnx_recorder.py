@@ -55,7 +55,8 @@ SPATIAL_DIMS = ("height", "width")
 #:   wider than 1 whose output is one column wide and two or more rows high (the trigger of the
 #:   bug it avoids), on an input padded on the right and at the bottom by one stride and the extra
 #:   output column and row sliced off (:meth:`OnnxRecorder._conv_padded`); in a size-generic
-#:   trace, every such convolution (the size is not known).
+#:   trace, every such convolution (the size is not known). The trigger is
+#:   :func:`se_multi.shapes.onednn_amx_one_column_conv`, which the torch adapter shares.
 #: - ``ceil_pool_end_pads``: a ceil-mode pool as a floor-mode pool whose bottom and right pads are
 #:   longer by ``e = min(stride - 1, kernel - pad - 1)`` (:meth:`OnnxRecorder._pool`). Its windows
 #:   are exactly PyTorch's: a floor-mode window exists where it ends inside the input, both pads
@@ -284,8 +285,8 @@ class OnnxRecorder(Backend):
         out_shape = shapes.conv2d(x_shape, w.shape, stride, padding, dilation, groups)
         kh, kw = w.shape[2:]
         top, bottom, left, right = padding
-        if ("strided_conv_pad" in self.workarounds and stride[1] > 1 and kw > 1 and (groups == 1 or w.shape[1] > 1)
-                and not x.vec4d and (self._symbolic or (out_shape[3] == 1 and out_shape[2] >= 2))):
+        if ("strided_conv_pad" in self.workarounds and not x.vec4d
+                and shapes.onednn_amx_one_column_conv(w.shape, stride, groups, None if self._symbolic else out_shape)):
             return self._conv_padded(x, w, b, out_shape, stride, padding, dilation, groups)
         return self._node("Conv", [x, w, b], out_shape, kernel_shape=[kh, kw],
                           strides=list(stride), pads=[top, left, bottom, right],  # ONNX: begins, then ends

@@ -62,12 +62,6 @@ def _set_cuda_fp32_precision(torch, precision: str) -> None:
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
 
 
-def _one_column_high(out_shape) -> bool:
-    """An NCHW output one column wide and two or more rows high: the trigger of oneDNN's AMX
-    bfloat16 convolution bug (:meth:`TorchBackend._conv`)."""
-    return out_shape[3] == 1 and out_shape[2] >= 2
-
-
 class TorchBackend(Backend):
     name = "torch"
     package = "torch"
@@ -204,9 +198,9 @@ class TorchBackend(Backend):
     # ------------------------------------------------------------------ primitives
     def _conv(self, x, w, b, stride, padding, dilation, groups):
         pt, pb, pl, pr = padding
-        if (self._amx_bf16 and stride[1] > 1 and w.shape[3] > 1 and (groups == 1 or w.shape[1] > 1)
-                and _one_column_high(shapes.conv2d(tuple(x.shape), tuple(w.shape), stride, padding, dilation,
-                                                   groups))):
+        if self._amx_bf16 and shapes.onednn_amx_one_column_conv(
+                tuple(w.shape), stride, groups,
+                shapes.conv2d(tuple(x.shape), tuple(w.shape), stride, padding, dilation, groups)):
             # oneDNN's AMX bfloat16 convolution (torch 2.13 CPU) reads uninitialised memory for a
             # strided 3x3 convolution whose output is one column wide and 2+ rows high: measured
             # 2026-12-03 on an AMX Xeon, every such shape of >= 256 channels and the 3->32 stem at

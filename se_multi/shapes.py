@@ -262,3 +262,14 @@ def ceil_pool_size_kept(size: int, kernel: int, stride: int, pad: int) -> int:
     """A ceil-mode pool's output size when a last window starting in the right padding is kept
     (OpenVINO's rule; PyTorch's, :func:`pool_output_size`, drops that window)."""
     return -(-(size + 2 * pad - kernel) // stride) + 1
+
+
+def onednn_amx_one_column_conv(w_shape, stride, groups: int, out_shape=None) -> bool:
+    """Whether a convolution is one that oneDNN's AMX bfloat16 kernel (run by PyTorch's CPU build
+    and by OpenVINO) computes from uninitialised memory: a horizontal stride, a kernel wider than
+    one column, not depthwise, and an output one column wide and two or more rows high
+    (``out_shape``; ``None`` where the size is not known yet, as in a size-generic graph, where any
+    size may be). The torch adapter and the ONNX recorder (``strided_conv_pad``) then run it one
+    row and one column larger and slice those off."""
+    kind = stride[1] > 1 and w_shape[3] > 1 and (groups == 1 or w_shape[1] > 1)
+    return kind and (out_shape is None or (out_shape[3] == 1 and out_shape[2] >= 2))
