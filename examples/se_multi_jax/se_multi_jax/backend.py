@@ -20,6 +20,19 @@ import numpy as np
 from se_multi import Backend, shapes
 
 
+#: each primitive's arguments that are not arrays (sizes, flags, eps): static under jax.jit
+_STATIC_ARGS = {
+    "conv2d": ("stride", "padding", "dilation", "groups"), "conv_transpose2d": ("stride", "padding"),
+    "linear": (), "batch_norm": ("eps",), "relu": (), "relu6": (), "sigmoid": (), "hard_sigmoid": (),
+    "hard_swish": (), "max_pool2d": ("kernel", "stride", "padding", "ceil_mode"),
+    "max_pool2d_indices": ("kernel", "stride"), "max_unpool2d": ("output_size",),
+    "avg_pool2d": ("kernel", "stride", "padding", "ceil_mode", "count_include_pad"),
+    "global_avg_pool": (), "add": (), "maximum": (), "mul_channel": (), "mul_pixel": (),
+    "upsample_nearest2x": (), "concat_channels": (), "prelu": (), "channel_shuffle": ("groups",),
+    "center_crop": (),
+}
+
+
 class JaxBackend(Backend):
     name = "jax"
     package = "jax"  # not installed -> the backend is "unavailable", with `install` as the hint
@@ -42,6 +55,11 @@ class JaxBackend(Backend):
         self._dt = self.jnp.dtype(self.dtype)
         # what reductions and products accumulate in: float32 for the 16-bit types
         self._acc = self.jnp.float32 if self.dtype in ("float16", "bfloat16") else self._dt
+        # Each primitive called on its own (outside a jitted model) is jitted too: one XLA program
+        # per op and shape instead of one per jax.numpy call inside it. The arguments that are
+        # sizes or flags are static; the compiled programs live with this backend object.
+        for op, static in _STATIC_ARGS.items():
+            setattr(self, op, jax.jit(getattr(self, op), static_argnames=static))
 
     # ------------------------------------------------------------------ arrays
     def asarray(self, x):
