@@ -78,9 +78,9 @@ class OnnxFedBackend(GraphBackend):
 
     @abc.abstractmethod
     def engine(self, proto, threads: int | None = None, dtype: np.dtype | None = None) -> Callable[..., np.ndarray]:
-        """A ModelProto -> ``fn(*inputs) -> first output`` (thread-safe); ``threads`` overrides
-        :attr:`threads` (one-op graphs run on one thread); ``dtype`` is the inputs' dtype when
-        it is not the backend's (a loaded file)."""
+        """A ModelProto, or one serialized (a file's bytes: :meth:`load`), -> ``fn(*inputs) -> first
+        output`` (thread-safe); ``threads`` overrides :attr:`threads` (one-op graphs run on one
+        thread); ``dtype`` is the inputs' dtype when it is not the backend's (a loaded file)."""
 
     # ------------------------------------------------------------------ arrays
     @property
@@ -139,8 +139,9 @@ class OnnxFedBackend(GraphBackend):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no ONNX file at {path}")
-        try:
-            proto = onnx.load_model(str(path), load_external_data=False)
+        data = path.read_bytes()
+        try:  # parsed to check its input; the engine gets the file's bytes, not the proto serialized again
+            proto = onnx.load_model_from_string(data)
         except Exception as exc:  # protobuf DecodeError and friends: not an ONNX file
             raise ValueError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
         if not proto.graph.node:
@@ -156,7 +157,7 @@ class OnnxFedBackend(GraphBackend):
         if dtype is None:
             raise ValueError(f"{path}: expected a float32 or float16 input; got {onnx.TensorProto.DataType.Name(elem)}")
         try:
-            return self.engine(proto, dtype=np.dtype(dtype))
+            return self.engine(data, dtype=np.dtype(dtype))
         except Exception as exc:  # the engine's own error: unknown op, bad opset, type mismatch...
             raise ValueError(f"{path}: {self.name} cannot run this model: {str(exc).strip().splitlines()[0]}") from None
 

@@ -93,7 +93,8 @@ class OnnxRuntimeBackend(OnnxFedBackend):
         return self._ort.InferenceSession(model_bytes, self.session_options(threads), providers=self.providers)
 
     def engine(self, proto, threads: int | None = None, dtype: np.dtype | None = None) -> "_SessionRunner":
-        return _SessionRunner(self.session(proto.SerializeToString(), threads), self, dtype)
+        data = proto if isinstance(proto, bytes) else proto.SerializeToString()
+        return _SessionRunner(self.session(data, threads), self, dtype)
 
 
 class _SessionRunner:

@@ -162,13 +162,17 @@ class OpenVinoBackend(OnnxFedBackend):
 
     # ------------------------------------------------------------------ engine
     def compile_proto(self, proto, threads: int | None = None):
-        """A ModelProto -> OpenVINO ``CompiledModel`` with :meth:`config`, its precision checked."""
+        """A ModelProto, or one serialized, -> OpenVINO ``CompiledModel`` with :meth:`config`, its
+        precision checked."""
+        serialized = isinstance(proto, bytes)
+        name = None if serialized else proto.graph.name  # a serialized graph: OpenVINO's name for it
         try:
-            model = self._core.read_model(proto.SerializeToString(), b"")
+            model = self._core.read_model(proto if serialized else proto.SerializeToString(), b"")
         except RuntimeError as exc:  # OpenVINO's multi-line report: keep its gist, on one line
-            raise RuntimeError(f"openvino {self._ov.__version__.split('-')[0]} cannot read graph "
-                               f"{proto.graph.name!r}: {_gist(exc)}") from None
-        return self.compile_model(model, threads, proto.graph.name)
+            what = f"graph {name!r}" if name else "the serialized graph"
+            raise RuntimeError(f"openvino {self._ov.__version__.split('-')[0]} cannot read {what}: "
+                               f"{_gist(exc)}") from None
+        return self.compile_model(model, threads, name)
 
     def compile_model(self, model, threads: int | None = None, name: str | None = None):
         """An ``openvino.Model`` (a read graph, or one NNCF quantized) -> ``CompiledModel`` with

@@ -330,3 +330,24 @@ def test_corrupt_and_foreign_onnx_files_give_clear_errors(tmp_path):
         ops.load(tmp_path / "adder.onnx")
     with pytest.raises(FileNotFoundError):
         ops.load(tmp_path / "missing.onnx")
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_loaded_file_goes_to_the_engine_as_its_own_bytes(tmp_path, backend):
+    """``load`` parses a file to check its input, then compiles the file's bytes as they are (it
+    compiled the parsed proto serialized again: a second copy of every weight)."""
+    require_backend(backend)
+    from se_multi.dispatch import backend_class
+
+    given = []
+
+    class Recording(backend_class(backend)):
+        def engine(self, proto, *args, **kwargs):
+            given.append(proto)
+            return super().engine(proto, *args, **kwargs)
+
+    path = export_onnx("se_mobilenetv1_100", tmp_path / "m.onnx", input_size=(32, 32))
+    x = _x((1, 3, 32, 32))
+    y = Recording().load(path)(x)
+    assert given == [path.read_bytes()]
+    assert rel_err(y, _reference("se_mobilenetv1_100", x)) <= 1e-4
