@@ -85,6 +85,12 @@ class Module:
     def declare(self, name: str, shape, kind: str) -> None:
         self._specs[name] = ParamSpec(tuple(int(s) for s in shape), kind)
 
+    def declare_batch_norm(self, name: str, channels: int) -> None:
+        """A BatchNorm's four checkpoint tensors under ``name``, in PyTorch's order."""
+        for p, kind in (("weight", "bn_weight"), ("bias", "bn_bias"), ("running_mean", "bn_running_mean"),
+                        ("running_var", "bn_running_var")):
+            self.declare(f"{name}.{p}", (channels,), kind)
+
     def layer_name(self, prefix: str) -> str:
         """This module's name in error messages, from its checkpoint prefix (``layer1.0.``)."""
         return prefix.rstrip(".") or type(self).__name__
@@ -315,9 +321,7 @@ class ConvNormAct(Module):
         if bias:
             self.declare(f"{conv}.bias", (out_chs,), "bias")
         if bn:
-            for p, kind in (("weight", "bn_weight"), ("bias", "bn_bias"), ("running_mean", "bn_running_mean"),
-                            ("running_var", "bn_running_var")):
-                self.declare(f"{bn}.{p}", (out_chs,), kind)
+            self.declare_batch_norm(bn, out_chs)
 
     def layer_name(self, prefix: str) -> str:
         return prefix + self.conv_name

@@ -45,9 +45,7 @@ class BatchNorm2d(Module):
     def __init__(self, channels: int, name: str, eps: float = 1e-5):
         super().__init__()
         self.name, self.eps = name, eps
-        for p, kind in (("weight", "bn_weight"), ("bias", "bn_bias"), ("running_mean", "bn_running_mean"),
-                        ("running_var", "bn_running_var")):
-            self.declare(f"{name}.{p}", (channels,), kind)
+        self.declare_batch_norm(name, channels)
 
     def layer_name(self, prefix: str) -> str:
         return prefix + self.name
