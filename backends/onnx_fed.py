@@ -201,6 +201,11 @@ class OnnxFedBackend(GraphBackend):
                 setattr(cls, op, _op_method(op, cls.name))  # before ABCMeta collects the abstract methods
 
 
+def serialized(proto) -> bytes:
+    """What an engine reads: a ModelProto serialized, or bytes as they came (a file's, :meth:`OnnxFedBackend.load`)."""
+    return proto if isinstance(proto, bytes) else proto.SerializeToString()
+
+
 def _is_array(v) -> bool:
     return hasattr(v, "shape") and hasattr(v, "dtype") and not np.isscalar(v)
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from se_multi.backend import BackendUnavailable
-from se_multi.backends.onnx_fed import OnnxFedBackend
+from se_multi.backends.onnx_fed import OnnxFedBackend, serialized
 from se_multi.cpu import omp_threads, usable_cores
 from se_multi.dispatch import to_numpy
 
@@ -93,8 +93,7 @@ class OnnxRuntimeBackend(OnnxFedBackend):
         return self._ort.InferenceSession(model_bytes, self.session_options(threads), providers=self.providers)
 
     def engine(self, proto, threads: int | None = None, dtype: np.dtype | None = None) -> "_SessionRunner":
-        data = proto if isinstance(proto, bytes) else proto.SerializeToString()
-        return _SessionRunner(self.session(data, threads), self, dtype)
+        return _SessionRunner(self.session(serialized(proto), threads), self, dtype)
 
 
 class _SessionRunner:

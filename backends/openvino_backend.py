@@ -40,7 +40,7 @@ import threading
 import numpy as np
 
 from se_multi.backend import BackendUnavailable
-from se_multi.backends.onnx_fed import OnnxFedBackend
+from se_multi.backends.onnx_fed import OnnxFedBackend, serialized
 from se_multi.cpu import omp_threads
 from se_multi.dispatch import to_numpy
 
@@ -164,10 +164,9 @@ class OpenVinoBackend(OnnxFedBackend):
     def compile_proto(self, proto, threads: int | None = None):
         """A ModelProto, or one serialized, -> OpenVINO ``CompiledModel`` with :meth:`config`, its
         precision checked."""
-        serialized = isinstance(proto, bytes)
-        name = None if serialized else proto.graph.name  # a serialized graph: OpenVINO's name for it
+        name = None if isinstance(proto, bytes) else proto.graph.name  # bytes: OpenVINO's name for it
         try:
-            model = self._core.read_model(proto if serialized else proto.SerializeToString(), b"")
+            model = self._core.read_model(serialized(proto), b"")
         except RuntimeError as exc:  # OpenVINO's multi-line report: keep its gist, on one line
             what = f"graph {name!r}" if name else "the serialized graph"
             raise RuntimeError(f"openvino {self._ov.__version__.split('-')[0]} cannot read {what}: "
