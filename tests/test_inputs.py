@@ -381,19 +381,21 @@ def test_convert_creates_missing_directories(tmp_path, seresnet50_file, capsys):
     assert [p.name for p in out.parent.iterdir()] == ["native.safetensors"]  # no temporary left behind
 
 
-def test_a_failed_export_leaves_the_old_file_as_it_was(tmp_path, monkeypatch, capsys):
-    onnx = pytest.importorskip("onnx")
+def test_a_failed_export_leaves_the_old_file_as_it_was(tmp_path):
+    """A real write error (RLIMIT_FSIZE in a child process: EFBIG, as a full disk gives ENOSPC)
+    while the new file is half written: exit 3 with the error, the old file as it was."""
+    import resource
+
+    pytest.importorskip("onnx")
     out = tmp_path / "model.onnx"
     assert cli.main(["export", "mobilenetv3_small_100", str(out), "--input-size", "64", "64"]) == 0
     before = out.read_bytes()
-
-    def half_then_fail(proto, path, *args, **kwargs):
-        Path(path).write_bytes(b"half a file")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(onnx, "save_model", half_then_fail)
-    assert cli.main(["export", "mobilenetv3_small_100", str(out), "--input-size", "96", "96"]) == cli.EXIT_INPUT
-    assert "No space left on device" in capsys.readouterr().err
+    limit = len(before) // 2
+    proc = subprocess.run([sys.executable, "-m", "se_multi", "export", "mobilenetv3_small_100", str(out),
+                           "--input-size", "96", "96"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert proc.returncode == cli.EXIT_INPUT, proc.stderr
+    assert "File too large" in proc.stderr and "Traceback" not in proc.stderr
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
 
