@@ -210,23 +210,23 @@ class OnnxRecorder(Backend):
             elem = onnx.TensorProto.INT64 if sym.name in self._int64 else self._elem_type
             outs.append(helper.make_tensor_value_info(name, elem, list(sym.shape)))
         used = {name for node in self.nodes for name in node.input}
-        graph = helper.make_graph(self.nodes, graph_name, self.inputs, outs)
+        opset = [helper.make_opsetid("", self.opset)]
+        # the weights go in after make_model, which copies the graph it is given (VGG-16's 550 MB
+        # once more, and 4 s of test_onnx's exports)
+        model = helper.make_model(helper.make_graph(self.nodes, graph_name, self.inputs, outs),
+                                  opset_imports=opset, producer_name="se_multi", producer_version=__version__)
+        model.ir_version = helper.find_min_ir_version_for(opset)  # loadable by the oldest runtime that has the opset
         for name, value in self.initializers:
             # left out: weights replaced by a reshaped copy (a linear weight used as a 1x1 conv),
             # heads a model never calls
             if name in used:
-                # written into the graph's own message as numpy_helper.from_array writes it (little-endian
+                # written into the model's own message as numpy_helper.from_array writes it (little-endian
                 # raw data; a scalar as shape (1,)): a TensorProto made apart is copied whole when added
-                # (VGG-16's 550 MB a second time)
                 data = np.ascontiguousarray(value, value.dtype.newbyteorder("<"))
-                tensor = graph.initializer.add()
+                tensor = model.graph.initializer.add()
                 tensor.name, tensor.data_type = name, helper.np_dtype_to_tensor_dtype(value.dtype)
                 tensor.dims.extend(data.shape)
                 tensor.raw_data = data.tobytes()
-        opset = [helper.make_opsetid("", self.opset)]
-        model = helper.make_model(graph, opset_imports=opset, producer_name="se_multi",
-                                  producer_version=__version__)
-        model.ir_version = helper.find_min_ir_version_for(opset)  # loadable by the oldest runtime that has the opset
         return model
 
     # ------------------------------------------------------------------ Backend: arrays
