@@ -327,12 +327,14 @@ class ConvNormAct(Module):
         return prefix + self.conv_name
 
     def _bind(self, local, ops):
-        w = np.asarray(local[f"{self.conv_name}.weight"], np.float64)
+        w = local[f"{self.conv_name}.weight"]
         b = local.get(f"{self.conv_name}.bias")
-        if self.bn_name:
+        if self.bn_name:  # the fold makes its own float64 copy: converting first made two (a third of a bind)
             bn = self.bn_name
             w, b = ops.fold_batch_norm(w, b, local[f"{bn}.running_mean"], local[f"{bn}.running_var"],
                                        local[f"{bn}.weight"], local[f"{bn}.bias"], self.eps)
+        else:
+            w = np.asarray(w, np.float64)
         self.w = ops.param(w, "conv")
         self.b = None if b is None else ops.param(np.asarray(b, np.float64), "vector")
 
