@@ -35,6 +35,7 @@ each errs as the claimed dtype's rounding does ("does not compute in bfloat16").
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import zlib
 from collections import OrderedDict
@@ -787,6 +788,46 @@ def _reference_output(model_name: str, options: dict, declaration, state, x: np.
     return want
 
 
+#: The whole-model checks' declarations and seeded weights, by (model, builder options), while a
+#: :func:`sharing_model_weights` block is open; ``None`` outside one.
+_shared_weights: "dict[tuple, tuple] | None" = None
+
+
+@contextlib.contextmanager
+def sharing_model_weights():
+    """``with sharing_model_weights(): run_suite(a); run_suite(b)``: inside the block, each
+    whole-model check builds its declaration and draws its seeded weights once, and every suite
+    run (one per backend and dtype) binds those; outside one, each run draws its own. Drawing them
+    is ~1.5 s of a suite run (2 cores, 2026-12-03); held, the built-in models' take ~600 MiB, freed
+    when the outermost block ends. They are read-only: a backend that writes into the arrays it is
+    given fails its check instead of changing the next run's weights."""
+    global _shared_weights
+    outer = _shared_weights
+    _shared_weights = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _shared_weights = outer
+
+
+def _model_weights(model_name: str, options: dict):
+    """``(declaration, seeded state)`` of a whole-model check (:func:`sharing_model_weights`)."""
+    from se_multi.init import recipe_state
+    from se_multi.models import build_model
+
+    key = (model_name, tuple(sorted(options.items())))
+    shared = _shared_weights
+    if shared is not None and key in shared:
+        return shared[key]
+    declaration = build_model(model_name, **options)
+    state = recipe_state((k, s.shape, s.kind) for k, s in declaration.param_specs().items())
+    if shared is not None:
+        for value in state.values():
+            value.setflags(write=False)
+        shared[key] = declaration, state
+    return declaration, state
+
+
 def model_check(model_name: str, shape, options: dict | None = None) -> Check:
     """``Model(x)`` on the backend -- its own ``run_model`` -- against the same declaration and
     seeded weights bound on the float64 reference. ``options``: builder options (default: what the
@@ -800,11 +841,9 @@ def model_check(model_name: str, shape, options: dict | None = None) -> Check:
         options = dict(entry.conformance_options) if entry is not None else {}
 
     def run(t: Ctx):
-        from se_multi.init import recipe_state
-        from se_multi.models import Model, build_model
+        from se_multi.models import Model
 
-        declaration = build_model(model_name, **options)
-        state = recipe_state((k, s.shape, s.kind) for k, s in declaration.param_specs().items())
+        declaration, state = _model_weights(model_name, options)
         x = t.normal(shape)
         want = _reference_output(model_name, options, declaration, state, x)
         model = Model(model_name, declaration.bind(state, t.ops), t.ops)

@@ -40,6 +40,14 @@ def broken():
         sys.path.remove(str(REPO))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _weights_shared_by_the_suite_runs():
+    """This module's ~30 suite runs (a backend and dtype each, the planted bugs) bind the same
+    seeded whole models: drawn once (:func:`se_multi.conformance.sharing_model_weights`)."""
+    with conformance.sharing_model_weights():
+        yield
+
+
 def _failures(result: conformance.SuiteResult) -> str:
     return "\n".join(f"{c.name}: rel {c.max_rel} tol {c.tol} {c.error or ''}" for c in result.checks if not c.passed)
 
@@ -329,6 +337,31 @@ def test_generated_conv2d_torch(config):
 def test_generated_se_block_torch(config):
     result = conformance.run_check(conformance.se_block_check(*config), _torch_or_skip())
     assert result.passed, result
+
+
+def test_shared_model_weights_are_drawn_once_read_only_and_dropped_after_the_block(monkeypatch):
+    """Inside a block, a model's seeded weights are drawn once and shared read-only, and a run gives
+    the same result as one that draws its own; after the outermost block, each run draws again."""
+    import se_multi.init
+
+    draws = []
+    real = se_multi.init.recipe_state
+    monkeypatch.setattr(se_multi.init, "recipe_state", lambda *a, **k: draws.append(1) or real(*a, **k))
+    monkeypatch.setattr(conformance, "_shared_weights", None)  # outside this module's block
+    check = conformance.model_check("quicknat", (2, 1, 16, 24))
+    alone = conformance.run_suite("numpy", checks=[check]).checks[0]
+    assert len(draws) == 1
+    with conformance.sharing_model_weights():
+        with conformance.sharing_model_weights():  # a nested block shares the outer one's
+            shared = [conformance.run_suite("numpy", dtype=d, checks=[check]).checks[0] for d in ("float32", "float64")]
+        assert len(draws) == 2 and len(conformance._shared_weights) == 1
+        (_, state), = conformance._shared_weights.values()
+        assert not any(v.flags.writeable for v in state.values())
+    assert conformance._shared_weights is None
+    conformance.run_suite("numpy", checks=[check])
+    assert len(draws) == 3
+    assert shared[0].passed and (shared[0].max_abs, shared[0].max_rel, shared[0].bias) == (
+        alone.max_abs, alone.max_rel, alone.bias)
 
 
 def test_whole_model_references_are_remembered_read_only_and_bounded(monkeypatch):
