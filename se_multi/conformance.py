@@ -768,13 +768,18 @@ REFERENCE_CACHE_SIZE = 64
 _reference_outputs: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
 
 
+def _model_key(model_name: str, options: dict) -> tuple:
+    """What identifies a whole-model check's declaration and weights: its name and builder options."""
+    return model_name, tuple(sorted(options.items()))
+
+
 def _reference_output(model_name: str, options: dict, declaration, state, x: np.ndarray) -> np.ndarray:
     """``model_name`` run on the float64 NumPy reference, remembered (:data:`REFERENCE_CACHE_SIZE`)."""
     from se_multi.backends.numpy_backend import NumpyBackend
     from se_multi.dispatch import to_numpy
     from se_multi.models import Model
 
-    key = (model_name, tuple(sorted(options.items())), x.dtype.str, x.shape,
+    key = (*_model_key(model_name, options), x.dtype.str, x.shape,
            hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest())
     if key in _reference_outputs:
         _reference_outputs.move_to_end(key)
@@ -799,8 +804,8 @@ def sharing_model_weights():
     whole-model check builds its declaration and draws its seeded weights once, and every suite
     run (one per backend and dtype) binds those; outside one, each run draws its own. Drawing them
     is ~1.5 s of a suite run (2 cores, 2026-12-03); held, the built-in models' take ~600 MiB, freed
-    when the outermost block ends. They are read-only: a backend that writes into the arrays it is
-    given fails its check instead of changing the next run's weights."""
+    when the outermost block ends. They are read-only, so nothing that binds them can change the
+    next run's weights."""
     global _shared_weights
     outer = _shared_weights
     _shared_weights = {} if outer is None else outer
@@ -815,7 +820,7 @@ def _model_weights(model_name: str, options: dict):
     from se_multi.init import recipe_state
     from se_multi.models import build_model
 
-    key = (model_name, tuple(sorted(options.items())))
+    key = _model_key(model_name, options)
     shared = _shared_weights
     if shared is not None and key in shared:
         return shared[key]

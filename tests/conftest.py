@@ -163,4 +163,3 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(f"parity:{params['fixture']}"))
         elif any(scope == "module" for scope in scopes.values()):
             item.add_marker(pytest.mark.xdist_group(f"module:{item.module.__name__}"))
-

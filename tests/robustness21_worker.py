@@ -64,7 +64,7 @@ class _ZerosOnce:
         self._compressor, self._zeros, self._block = compressor, zeros, None
 
     def compress(self, data: bytes) -> bytes:
-        if len(data) != len(self._zeros) or data != self._zeros:
+        if data != self._zeros:
             return self._compressor.compress(data)
         pending = self._compressor.flush(zlib.Z_FULL_FLUSH)  # what came before, ended on a byte boundary
         if self._block is None:
