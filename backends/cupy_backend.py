@@ -99,6 +99,7 @@ class CupyBackend(Backend):
 
         self._cp = cupy
         self._dt = np.dtype(self.dtype)
+        self.param_dtype = self.dtype  # asarray rounds on the host, with NumPy's own cast
         index = self._device_index(device)
         cupy.cuda.Device(index).use()  # kernels and arrays below go to this device
         self.device = f"cuda:{index}"

@@ -36,6 +36,7 @@ class NumpyBackend(Backend):
             raise ValueError(f"numpy backend runs on device 'cpu' only; got device={device!r}")
         super().__init__(dtype, None)
         self._dt = np.dtype(self.dtype)
+        self.param_dtype = self.dtype  # asarray rounds with NumPy's own cast
 
     def asarray(self, x):
         return np.ascontiguousarray(dispatch.to_numpy(x), dtype=self._dt)  # any backend's array

@@ -74,6 +74,7 @@ class OnnxFedBackend(GraphBackend):
         #: ONNX export writes it, else float32 (an engine then computes it at reduced precision)
         self.graph_dtype = self.dtype if self.dtype in OnnxRecorder.dtypes else "float32"
         self._np_dtype = np.dtype(self.graph_dtype)
+        self.param_dtype = self.graph_dtype  # param rounds with NumPy's own cast
         self._op_graphs = BoundedCache(OP_GRAPHS_PER_BACKEND)
 
     @abc.abstractmethod

@@ -131,6 +131,7 @@ class OnnxRecorder(Backend):
         super().__init__(dtype, None)
         self.opset = check_opset(opset)
         self._np_dtype = numpy_dtype(self.dtype)
+        self.param_dtype = self.dtype  # param rounds with NumPy's own cast
         onnx = _onnx()
         self._elem_type = onnx.helper.np_dtype_to_tensor_dtype(self._np_dtype)
         self.nodes: list = []

@@ -135,7 +135,10 @@ class Backend(abc.ABC):
     - :meth:`native_dtypes` (default: float32 and float64): the dtypes that run at full speed
       here (``se-multi backends``); :meth:`framework` (default: the distribution and version of
       :attr:`package`, from metadata).
-    - :meth:`fold_batch_norm` (default: :func:`se_multi.reference.fold_batch_norm`, float64).
+    - :meth:`fold_batch_norm` (default: :func:`se_multi.reference.fold_batch_norm`, computed in
+      float64) and ``param_dtype`` (default ``None``: folded weights reach :meth:`param` in
+      float64); set ``self.param_dtype`` (e.g. ``"float32"``) in ``__init__`` where :meth:`param`
+      rounds to that NumPy dtype anyway: the fold then rounds into it directly, same values.
     - fused ops (:attr:`FUSED_OPS`, from the op table): defaults composed from the primitives;
       override one only for speed, validate checks it like a primitive:
 
@@ -170,6 +173,11 @@ class Backend(abc.ABC):
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
     #: whether :class:`se_multi.nn.Module` calls :meth:`scope` around each module (shape tracers only)
     traces_modules: ClassVar[bool] = False
+    #: the NumPy dtype :meth:`param` rounds a folded weight to, where it does so on the host with
+    #: NumPy's own conversion (float64 in, ``asarray(w, dtype)``): the fold then rounds its float64
+    #: products straight into it, the same values without a float64 copy of every weight.
+    #: ``None`` (the default): folded weights come in float64, and :meth:`param` rounds them its way
+    param_dtype: str | None = None
 
     def __init__(self, dtype: str = "float32", device: str | None = None):
         given = dtype
@@ -285,11 +293,12 @@ class Backend(abc.ABC):
         return self.asarray(w)
 
     def fold_batch_norm(self, w, b, mean, var, gamma, beta, eps):
-        """At load: fold inference BatchNorm into the preceding conv -> ``(w', b')``, float64
-        NumPy (:func:`se_multi.reference.fold_batch_norm`); :meth:`param` then converts them."""
+        """At load: fold inference BatchNorm into the preceding conv -> ``(w', b')``, NumPy,
+        computed in float64 (:func:`se_multi.reference.fold_batch_norm`) and given in
+        :attr:`param_dtype` (float64 where ``None``); :meth:`param` then converts them."""
         from se_multi.reference import fold_batch_norm
 
-        return fold_batch_norm(w, b, mean, var, gamma, beta, eps)
+        return fold_batch_norm(w, b, mean, var, gamma, beta, eps, dtype=self.param_dtype or "float64")
 
     def shape(self, x: Array) -> tuple[int, ...]:
         """NCHW shape of an internal feature map (or the shape of a vector/matrix)."""

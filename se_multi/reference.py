@@ -90,17 +90,40 @@ def batch_norm(x, mean, var, weight, bias, eps):
     return (x - mean.reshape(1, -1, 1, 1)) * inv.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
 
 
-def fold_batch_norm(w, b, mean, var, gamma, beta, eps):
-    """Fold inference BN into the preceding conv/linear: returns ``(w', b')`` in float64.
+#: float64 values per block of the fold into a narrower dtype: the block's float64 products stay
+#: in cache and are rounded straight into the result
+_FOLD_BLOCK = 1 << 16
+
+
+def fold_batch_norm(w, b, mean, var, gamma, beta, eps, dtype=np.float64):
+    """Fold inference BN into the preceding conv/linear: returns ``(w', b')``, computed in float64
+    and rounded once to ``dtype`` (default float64).
 
     ``bn(conv(x, w) + b) = conv(x, w * k) + (b - mean) * k + beta`` with ``k = gamma / sqrt(var + eps)``.
+    A narrower ``dtype`` gives the same values as folding in float64 and then converting
+    (``astype(dtype)``): each product is the same float64 operation, rounded once. It never
+    holds the float64 copy of the weights that the conversion would read (SENet-154 binds
+    106M folded weights).
     """
-    w2 = np.array(w, dtype=np.float64)  # a copy, scaled in place: one float64 array, not two
+    dtype = np.dtype(dtype)
     k = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
-    b = np.zeros(w2.shape[0]) if b is None else np.asarray(b, np.float64)
-    w2 *= k.reshape((-1,) + (1,) * (w2.ndim - 1))
+    b = np.zeros(np.shape(w)[0]) if b is None else np.asarray(b, np.float64)
     b2 = (b - np.asarray(mean, np.float64)) * k + np.asarray(beta, np.float64)
-    return w2, b2
+    if dtype == np.float64:
+        w2 = np.array(w, dtype=np.float64)  # a copy, scaled in place: one float64 array, not two
+        w2 *= k.reshape((-1,) + (1,) * (w2.ndim - 1))
+        return w2, b2
+    w = np.asarray(w)
+    out = np.empty(w.shape, dtype)
+    rows_in, rows_out = w.reshape(w.shape[0], -1), out.reshape(w.shape[0], -1)
+    step = max(1, _FOLD_BLOCK // max(1, rows_in.shape[1]))
+    block = np.empty((min(step, rows_in.shape[0]), rows_in.shape[1]))
+    for start in range(0, rows_in.shape[0], step):
+        part = block[: min(step, rows_in.shape[0] - start)]
+        part[...] = rows_in[start : start + step]
+        part *= k[start : start + step, None]
+        rows_out[start : start + step] = part
+    return out, b2.astype(dtype)
 
 
 # --------------------------------------------------------------------------- activations

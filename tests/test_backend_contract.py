@@ -12,6 +12,7 @@ import types
 import pytest
 
 import se_multi
+from conftest import CPU_BACKENDS, require_backend
 from se_multi.backend import Backend
 
 
@@ -23,7 +24,7 @@ def test_help_names_every_method_to_implement_and_every_option():
     doc = inspect.getdoc(Backend)
     for name in set(abstract):
         assert f":meth:`{name}`" in doc, f"the class docstring does not list {name} to implement"
-    for attr in ("name", "package", "install", "dtypes", "array_module", "extra", "traces_modules"):
+    for attr in ("name", "package", "install", "dtypes", "array_module", "extra", "traces_modules", "param_dtype"):
         assert f"``{attr}`` (default" in doc, attr
     for optional in ("run_model", "synchronize", "input", "output", "param", "shape", "max_abs", "owns",
                      "availability", "native_dtypes", "framework", "fold_batch_norm"):
@@ -80,3 +81,55 @@ def test_a_non_floating_array_is_one_clear_error():
     with pytest.raises(TypeError, match=r"expected a floating-point array \(bfloat16, float16, float32 or "
                                         r"float64\); got dtype int32"):
         model(np.zeros((1, 3, 32, 32), np.int32))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_the_fold_into_a_narrower_dtype_is_the_float64_fold_rounded_once(dtype):
+    """``fold_batch_norm(..., dtype=)`` works through the weights in blocks of rows: every value is
+    the float64 fold's, converted as ``astype`` converts it (shapes below, one and many blocks)."""
+    import numpy as np
+
+    from se_multi.dtypes import numpy_dtype
+    from se_multi.reference import _FOLD_BLOCK, fold_batch_norm
+
+    rng = np.random.default_rng(0)
+    for shape in ((5, 3, 3, 3), (7, _FOLD_BLOCK + 3), (300, 64, 3, 3), (1, 2), (4,) + (1,) * 3):
+        w = rng.normal(size=shape).astype(np.float32)
+        c = shape[0]
+        mean, var, gamma, beta = rng.normal(size=c), rng.random(c) + 0.1, rng.normal(size=c), rng.normal(size=c)
+        bias = rng.normal(size=c) if len(shape) == 2 else None
+        w64, b64 = fold_batch_norm(w, bias, mean, var, gamma, beta, 1e-5)
+        assert w64.dtype == b64.dtype == np.float64
+        got_w, got_b = fold_batch_norm(w, bias, mean, var, gamma, beta, 1e-5, dtype=numpy_dtype(dtype))
+        want_w, want_b = w64.astype(numpy_dtype(dtype)), b64.astype(numpy_dtype(dtype))
+        assert got_w.dtype == want_w.dtype and got_w.shape == shape
+        assert got_w.tobytes() == want_w.tobytes() and got_b.tobytes() == want_b.tobytes(), shape
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_a_backend_s_param_dtype_binds_the_weights_float64_folding_gives(backend):
+    """Where an adapter sets ``param_dtype``, its fold rounds straight into it: the model it binds
+    computes bit for bit what it computes from folded float64 weights (``param_dtype = None``)."""
+    import numpy as np
+
+    from se_multi.dispatch import backend_class, get_backend
+    from se_multi.init import recipe_input, recipe_state
+    from se_multi.models import Model, build_model
+
+    require_backend(backend)
+    declaration = build_model("mobilenetv3_small_100")  # BatchNorm after every conv, depthwise ones too
+    state = recipe_state((k, s.shape, s.kind) for k, s in declaration.param_specs().items())
+    x = recipe_input((1, 3, 48, 40), seed=3)
+    set_for = []
+    for dtype in backend_class(backend).dtypes:
+        if dtype == "int8":
+            continue  # quantized from the float32 graph: float32 covers its weights
+        direct, via_float64 = get_backend(backend, dtype=dtype), get_backend(backend, dtype=dtype)
+        via_float64.param_dtype = None
+        if direct.param_dtype is None:
+            continue
+        set_for.append(dtype)
+        got = se_multi.to_numpy(Model("m", declaration.bind(state, direct), direct)(x))
+        want = se_multi.to_numpy(Model("m", declaration.bind(state, via_float64), via_float64)(x))
+        assert got.tobytes() == want.tobytes(), (backend, dtype)
+    assert "float32" in set_for  # every built-in CPU backend folds straight into float32
