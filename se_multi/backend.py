@@ -286,7 +286,8 @@ class Backend(abc.ABC):
         return y
 
     def param(self, w: np.ndarray, kind: str) -> Array:
-        """A folded weight, PyTorch layout, float64 NumPy -> native, once at load.
+        """A folded weight, PyTorch layout, NumPy (float64, or :attr:`param_dtype` where set) ->
+        native, once at load.
 
         ``kind`` is ``"conv"`` (OIHW), ``"linear"`` ((out, in)) or ``"vector"`` ((C,)).
         """
