@@ -281,6 +281,14 @@ class Sequential(Module):
         return x
 
 
+def host_weight(value, ops) -> np.ndarray:
+    """A checkpoint tensor as :meth:`Backend.param` takes it: a fresh NumPy copy in the backend's
+    ``param_dtype``, float64 where it has none. The values are those of the float64 copy either
+    way (every float dtype converts to float64 exactly, and ``param`` rounds float64 to its
+    ``param_dtype`` with NumPy's cast, as this does), without a float64 copy of every weight."""
+    return np.array(value, dtype=ops.param_dtype or np.float64)
+
+
 def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
 
@@ -334,9 +342,9 @@ class ConvNormAct(Module):
             w, b = ops.fold_batch_norm(w, b, local[f"{bn}.running_mean"], local[f"{bn}.running_var"],
                                        local[f"{bn}.weight"], local[f"{bn}.bias"], self.eps)
         else:
-            w = np.asarray(w, np.float64)
+            w = host_weight(w, ops)
         self.w = ops.param(w, "conv")
-        self.b = None if b is None else ops.param(np.asarray(b, np.float64), "vector")
+        self.b = None if b is None else ops.param(host_weight(b, ops), "vector")
 
     def forward(self, ops, x):
         return ops.conv2d_act(x, self.w, self.b, self.act, self.stride, self.padding, self.dilation, self.groups)
@@ -360,9 +368,9 @@ class Linear(Module):
         return prefix + self.name
 
     def _bind(self, local, ops):
-        self.w = ops.param(np.asarray(local[f"{self.name}.weight"], np.float64), "linear")
+        self.w = ops.param(host_weight(local[f"{self.name}.weight"], ops), "linear")
         b = local.get(f"{self.name}.bias")
-        self.b = None if b is None else ops.param(np.asarray(b, np.float64), "vector")
+        self.b = None if b is None else ops.param(host_weight(b, ops), "vector")
 
     def forward(self, ops, x):
         return ops.act(self.act, ops.linear(x, self.w, self.b))
@@ -423,9 +431,9 @@ class SqueezeExcite(Module):
 
     def _bind(self, local, ops):
         def fc(name, rows):
-            w = np.asarray(local[f"{name}.weight"], np.float64).reshape(rows, -1)
+            w = host_weight(local[f"{name}.weight"], ops).reshape(rows, -1)
             b = local.get(f"{name}.bias")
-            return ops.param(w, "linear"), None if b is None else ops.param(np.asarray(b, np.float64), "vector")
+            return ops.param(w, "linear"), None if b is None else ops.param(host_weight(b, ops), "vector")
 
         self.w1, self.b1 = fc(self.names[0], self.rd_channels)
         self.w2, self.b2 = fc(self.names[1], self.channels)
@@ -450,8 +458,8 @@ class SpatialSE(Module):
         self.declare(f"{name}.bias", (1,), "bias")
 
     def _bind(self, local, ops):
-        self.w = ops.param(np.asarray(local[f"{self.name}.weight"], np.float64), "conv")
-        self.b = ops.param(np.asarray(local[f"{self.name}.bias"], np.float64), "vector")
+        self.w = ops.param(host_weight(local[f"{self.name}.weight"], ops), "conv")
+        self.b = ops.param(host_weight(local[f"{self.name}.bias"], ops), "vector")
 
     def gates(self, ops, x):
         """The per-pixel gate q: a one-channel map."""

@@ -108,8 +108,9 @@ def test_the_fold_into_a_narrower_dtype_is_the_float64_fold_rounded_once(dtype):
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_a_backend_s_param_dtype_binds_the_weights_float64_folding_gives(backend):
-    """Where an adapter sets ``param_dtype``, its fold rounds straight into it: the model it binds
-    computes bit for bit what it computes from folded float64 weights (``param_dtype = None``)."""
+    """Where an adapter sets ``param_dtype``, its fold and every other weight (``nn.host_weight``)
+    go straight into it: the model it binds computes bit for bit what it computes from float64
+    weights (``param_dtype = None``)."""
     import numpy as np
 
     from se_multi.dispatch import backend_class, get_backend
@@ -117,19 +118,23 @@ def test_a_backend_s_param_dtype_binds_the_weights_float64_folding_gives(backend
     from se_multi.models import Model, build_model
 
     require_backend(backend)
-    declaration = build_model("mobilenetv3_small_100")  # BatchNorm after every conv, depthwise ones too
-    state = recipe_state((k, s.shape, s.kind) for k, s in declaration.param_specs().items())
-    x = recipe_input((1, 3, 48, 40), seed=3)
+    # MobileNetV3: BatchNorm after every conv, depthwise ones too, SE convs with biases, a linear
+    # head; SE-VGG-16 for 32x32: the adaptive pool folded into the classifier (a float64 GEMM)
+    models = [(build_model("mobilenetv3_small_100"), (1, 3, 48, 40)),
+              (build_model("se_vgg16_bn", hidden_features=64, img_size=(32, 32)), (1, 3, 32, 32))]
     set_for = []
-    for dtype in backend_class(backend).dtypes:
-        if dtype == "int8":
-            continue  # quantized from the float32 graph: float32 covers its weights
-        direct, via_float64 = get_backend(backend, dtype=dtype), get_backend(backend, dtype=dtype)
-        via_float64.param_dtype = None
-        if direct.param_dtype is None:
-            continue
-        set_for.append(dtype)
-        got = se_multi.to_numpy(Model("m", declaration.bind(state, direct), direct)(x))
-        want = se_multi.to_numpy(Model("m", declaration.bind(state, via_float64), via_float64)(x))
-        assert got.tobytes() == want.tobytes(), (backend, dtype)
+    for declaration, shape in models:
+        state = recipe_state((k, s.shape, s.kind) for k, s in declaration.param_specs().items())
+        x = recipe_input(shape, seed=3)
+        for dtype in backend_class(backend).dtypes:
+            if dtype == "int8":
+                continue  # quantized from the float32 graph: float32 covers its weights
+            direct, via_float64 = get_backend(backend, dtype=dtype), get_backend(backend, dtype=dtype)
+            via_float64.param_dtype = None
+            if direct.param_dtype is None:
+                continue
+            set_for.append(dtype)
+            got = se_multi.to_numpy(Model("m", declaration.bind(state, direct), direct)(x))
+            want = se_multi.to_numpy(Model("m", declaration.bind(state, via_float64), via_float64)(x))
+            assert got.tobytes() == want.tobytes(), (backend, dtype, shape)
     assert "float32" in set_for  # every built-in CPU backend folds straight into float32

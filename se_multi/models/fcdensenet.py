@@ -52,7 +52,7 @@ import numpy as np
 
 from se_multi.models.quicknat import BatchNorm2d, check_options, se_layer
 from se_multi.models.registry import register_model
-from se_multi.nn import ConvNormAct, Module, Sequential
+from se_multi.nn import ConvNormAct, Module, Sequential, host_weight
 from se_multi.pretrained import PretrainedCfg
 
 POOL = (2, 2)
@@ -130,8 +130,8 @@ class ConvTranspose2d(Module):
         return prefix + self.name
 
     def _bind(self, local, ops):
-        self.w = ops.param(np.asarray(local[f"{self.name}.weight"], np.float64), "conv")
-        self.b = ops.param(np.asarray(local[f"{self.name}.bias"], np.float64), "vector")
+        self.w = ops.param(host_weight(local[f"{self.name}.weight"], ops), "conv")
+        self.b = ops.param(host_weight(local[f"{self.name}.bias"], ops), "vector")
 
     def forward(self, ops, x):
         return ops.conv_transpose2d(x, self.w, self.b, self.stride, (0, 0, 0, 0))

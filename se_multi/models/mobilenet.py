@@ -40,7 +40,7 @@ import numpy as np
 
 from se_multi import reference as ref
 from se_multi.models.registry import build_model, register_model
-from se_multi.nn import ConvNormAct, Linear, Module, Sequential, SqueezeExcite, same_padding
+from se_multi.nn import ConvNormAct, Linear, Module, Sequential, SqueezeExcite, host_weight, same_padding
 from se_multi.pretrained import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, PretrainedCfg, timm_cfg
 
 #: where SE sits in a block: after the depthwise conv (timm/EfficientNet/MobileNetV3), or on the
@@ -191,8 +191,8 @@ class PooledConv1x1(Module):
         self.declare(f"{name}.bias", (out_chs,), "bias")
 
     def _bind(self, local, ops):
-        self.w = ops.param(np.asarray(local[f"{self.name}.weight"], np.float64).reshape(self.out_chs, -1), "linear")
-        self.b = ops.param(np.asarray(local[f"{self.name}.bias"], np.float64), "vector")
+        self.w = ops.param(host_weight(local[f"{self.name}.weight"], ops).reshape(self.out_chs, -1), "linear")
+        self.b = ops.param(host_weight(local[f"{self.name}.bias"], ops), "vector")
 
     def forward(self, ops, z):
         return ops.act(self.act, ops.linear(z, self.w, self.b))

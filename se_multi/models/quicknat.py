@@ -26,10 +26,8 @@ Input: one channel (an MRI slice); any size whose four 2x2/2 pools leave at leas
 
 from __future__ import annotations
 
-import numpy as np
-
 from se_multi.models.registry import register_model
-from se_multi.nn import ConvNormAct, Module, SpatialSE, SqueezeExcite
+from se_multi.nn import ConvNormAct, Module, SpatialSE, SqueezeExcite, host_weight
 from se_multi.pretrained import PretrainedCfg
 
 SE_TYPES = ("none", "cse", "sse", "scse")
@@ -51,7 +49,7 @@ class BatchNorm2d(Module):
         return prefix + self.name
 
     def _bind(self, local, ops):
-        self.stats = [ops.param(np.asarray(local[f"{self.name}.{p}"], np.float64), "vector")
+        self.stats = [ops.param(host_weight(local[f"{self.name}.{p}"], ops), "vector")
                       for p in ("running_mean", "running_var", "weight", "bias")]
 
     def forward(self, ops, x):
@@ -73,7 +71,7 @@ class PReLU(Module):
         return prefix + self.name
 
     def _bind(self, local, ops):
-        self.slope = ops.param(np.asarray(local[f"{self.name}.weight"], np.float64), "vector")
+        self.slope = ops.param(host_weight(local[f"{self.name}.weight"], ops), "vector")
 
     def forward(self, ops, x):
         return ops.prelu(x, self.slope)

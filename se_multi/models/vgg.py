@@ -40,7 +40,7 @@ import numpy as np
 
 from se_multi import reference as ref
 from se_multi.models.registry import register_model
-from se_multi.nn import ConvNormAct, Linear, MaxPool2d, Module, SqueezeExcite
+from se_multi.nn import ConvNormAct, Linear, MaxPool2d, Module, SqueezeExcite, host_weight
 from se_multi.pretrained import PretrainedCfg
 from se_multi.shapes import ShapeError
 
@@ -105,19 +105,20 @@ class PooledClassifierConv(Module):
         h, w = self.map
         weight = local[f"{self.name}.weight"]
         if (h, w) == (POOL_SIZE, POOL_SIZE):
-            kernel = np.asarray(weight, np.float64).reshape(self.out_features, self.channels, h, w)
+            kernel = host_weight(weight, ops).reshape(self.out_features, self.channels, h, w)
         else:
             # K[o, c, y, x] = sum_ij W[o, c, i, j] P_h[i, y] P_w[j, x]: a float64 GEMM with the Kronecker
-            # product of the two axes' bins (49 x h*w), by blocks of rows (no float64 copy of all of W)
+            # product of the two axes' bins (49 x h*w), by blocks of rows (no float64 copy of all of W),
+            # each block rounded once into the backend's param_dtype (host_weight)
             bins = np.kron(adaptive_avg_matrix(h), adaptive_avg_matrix(w))
             rows = np.asarray(weight).reshape(self.out_features, -1)
-            kernel = np.empty((self.out_features, self.channels * h * w))
+            kernel = np.empty((self.out_features, self.channels * h * w), ops.param_dtype or np.float64)
             for start in range(0, self.out_features, 256):
                 block = rows[start:start + 256].astype(np.float64).reshape(-1, POOL_SIZE * POOL_SIZE)
                 kernel[start:start + 256] = (block @ bins).reshape(-1, self.channels * h * w)
             kernel = kernel.reshape(self.out_features, self.channels, h, w)
         self.w = ops.param(kernel, "conv")
-        self.b = ops.param(np.asarray(local[f"{self.name}.bias"], np.float64), "vector")
+        self.b = ops.param(host_weight(local[f"{self.name}.bias"], ops), "vector")
 
     def forward(self, ops, x):
         shape = tuple(ops.shape(x))
