@@ -138,3 +138,21 @@ def test_a_backend_s_param_dtype_binds_the_weights_float64_folding_gives(backend
             want = se_multi.to_numpy(Model("m", declaration.bind(state, via_float64), via_float64)(x))
             assert got.tobytes() == want.tobytes(), (backend, dtype, shape)
     assert "float32" in set_for  # every built-in CPU backend folds straight into float32
+
+
+def test_host_weight_copies_a_checkpoint_tensor_and_never_a_shape_tracer_s_zeros():
+    """What a bind hands ``param``: a fresh array in the backend's ``param_dtype`` (the bound model
+    never shares memory with the caller's state), except a broadcast view already in that dtype
+    (the shape tracers' weights: copying one would fill a VGG-16's 138M weights to trace a shape)."""
+    import numpy as np
+
+    from se_multi.dispatch import get_backend
+    from se_multi.nn import host_weight
+    from se_multi.tracing import ShapeBackend
+
+    weight = np.arange(6, dtype=np.float32).reshape(2, 3)
+    for ops, dtype in ((get_backend("numpy"), np.float32), (get_backend("numpy", dtype="float64"), np.float64)):
+        got = host_weight(weight, ops)
+        assert got.dtype == dtype and np.array_equal(got, weight) and not np.shares_memory(got, weight)
+    zeros = np.broadcast_to(np.zeros((), np.float64), (4096, 25088))
+    assert host_weight(zeros, ShapeBackend()) is zeros
