@@ -78,7 +78,7 @@ class TorchBackend(Backend):
         self._dt = getattr(torch, self.dtype)  # torch names each of its dtypes as se_multi.dtypes does
         # float32/float64: torch rounds a float64 array to them as NumPy does (to nearest, once); its
         # double -> half goes through float, so the 16-bit types take float64 and round their way
-        self.param_dtype = self.dtype if self.dtype in ("float32", "float64") else None
+        self.param_dtype = self.dtype if self.dtype in ("float32", "float64") else "float64"
         if self._dev.type == "mps" and self.dtype == "float64":
             raise ValueError("torch device 'mps' has no float64; use dtype float32, float16 or bfloat16")
         guard = getattr(torch._C, "_InferenceMode", None)  # the C++ guard behind torch.inference_mode

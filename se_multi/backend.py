@@ -136,7 +136,7 @@ class Backend(abc.ABC):
       here (``se-multi backends``); :meth:`framework` (default: the distribution and version of
       :attr:`package`, from metadata).
     - :meth:`fold_batch_norm` (default: :func:`se_multi.reference.fold_batch_norm`, computed in
-      float64) and ``param_dtype`` (default ``None``: folded weights reach :meth:`param` in
+      float64) and ``param_dtype`` (default ``"float64"``: weights reach :meth:`param` in
       float64); set ``self.param_dtype`` (e.g. ``"float32"``) in ``__init__`` where :meth:`param`
       rounds to that NumPy dtype anyway: the fold then rounds into it directly, same values.
     - fused ops (:attr:`FUSED_OPS`, from the op table): defaults composed from the primitives;
@@ -173,11 +173,11 @@ class Backend(abc.ABC):
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
     #: whether :class:`se_multi.nn.Module` calls :meth:`scope` around each module (shape tracers only)
     traces_modules: ClassVar[bool] = False
-    #: the NumPy dtype :meth:`param` rounds a folded weight to, where it does so on the host with
-    #: NumPy's own conversion (float64 in, ``asarray(w, dtype)``): the fold then rounds its float64
-    #: products straight into it, the same values without a float64 copy of every weight.
-    #: ``None`` (the default): folded weights come in float64, and :meth:`param` rounds them its way
-    param_dtype: str | None = None
+    #: the NumPy dtype :meth:`param` rounds a weight to, where it does so on the host with NumPy's
+    #: own conversion (float64 in, ``asarray(w, dtype)``): the fold then rounds its float64 products
+    #: straight into it, the same values without a float64 copy of every weight. ``"float64"`` (the
+    #: default): weights come in float64, and :meth:`param` rounds them its way
+    param_dtype: str = "float64"
 
     def __init__(self, dtype: str = "float32", device: str | None = None):
         given = dtype
@@ -286,7 +286,7 @@ class Backend(abc.ABC):
         return y
 
     def param(self, w: np.ndarray, kind: str) -> Array:
-        """A folded weight, PyTorch layout, NumPy (float64, or :attr:`param_dtype` where set) ->
+        """A folded weight, PyTorch layout, NumPy in :attr:`param_dtype` (float64 by default) ->
         native, once at load.
 
         ``kind`` is ``"conv"`` (OIHW), ``"linear"`` ((out, in)) or ``"vector"`` ((C,)).
@@ -296,10 +296,10 @@ class Backend(abc.ABC):
     def fold_batch_norm(self, w, b, mean, var, gamma, beta, eps):
         """At load: fold inference BatchNorm into the preceding conv -> ``(w', b')``, NumPy,
         computed in float64 (:func:`se_multi.reference.fold_batch_norm`) and given in
-        :attr:`param_dtype` (float64 where ``None``); :meth:`param` then converts them."""
+        :attr:`param_dtype`; :meth:`param` then converts them."""
         from se_multi.reference import fold_batch_norm
 
-        return fold_batch_norm(w, b, mean, var, gamma, beta, eps, dtype=self.param_dtype or "float64")
+        return fold_batch_norm(w, b, mean, var, gamma, beta, eps, dtype=self.param_dtype)
 
     def shape(self, x: Array) -> tuple[int, ...]:
         """NCHW shape of an internal feature map (or the shape of a vector/matrix)."""

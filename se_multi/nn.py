@@ -283,12 +283,12 @@ class Sequential(Module):
 
 def host_weight(value, ops) -> np.ndarray:
     """A checkpoint tensor as :meth:`Backend.param` takes it: a fresh NumPy copy in the backend's
-    ``param_dtype``, float64 where it has none. The values are those of the float64 copy either
+    ``param_dtype`` (float64 by default). The values are those of the float64 copy either
     way (every float dtype converts to float64 exactly, and ``param`` rounds float64 to its
     ``param_dtype`` with NumPy's cast, as this does), without a float64 copy of every weight.
     A broadcast view already in that dtype (a shape tracer's zeros, :func:`se_multi.tracing.shape_state`)
     comes back as it is: it holds no memory, and a copy would fill every weight's shape."""
-    value, dtype = np.asarray(value), np.dtype(ops.param_dtype or np.float64)
+    value, dtype = np.asarray(value), np.dtype(ops.param_dtype)
     if value.dtype == dtype and 0 in value.strides:
         return value
     return np.array(value, dtype=dtype)

@@ -112,7 +112,7 @@ class PooledClassifierConv(Module):
             # each block rounded once into the backend's param_dtype (host_weight)
             bins = np.kron(adaptive_avg_matrix(h), adaptive_avg_matrix(w))
             rows = np.asarray(weight).reshape(self.out_features, -1)
-            kernel = np.empty((self.out_features, self.channels * h * w), ops.param_dtype or np.float64)
+            kernel = np.empty((self.out_features, self.channels * h * w), ops.param_dtype)
             for start in range(0, self.out_features, 256):
                 block = rows[start:start + 256].astype(np.float64).reshape(-1, POOL_SIZE * POOL_SIZE)
                 kernel[start:start + 256] = (block @ bins).reshape(-1, self.channels * h * w)
