@@ -180,6 +180,7 @@ def test_synchronize_probe_on_its_own(async_backends):
         assert (bench.synchronize_returns_early(model.ops, lambda: model(x)) is not None) is early, cls
 
 
+@pytest.mark.usefixtures("default_malloc")
 @pytest.mark.parametrize("method", ["auto", "sampled"])
 def test_memory_is_per_configuration_and_independent_of_order(method):
     """Each configuration's memory is measured in a fresh process: two configurations measured in

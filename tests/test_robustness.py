@@ -90,6 +90,7 @@ def test_predict_on_a_tiny_array_is_an_error_row_not_a_crash(tmp_path, cpu_backe
     assert "1 image, 1 failed" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.usefixtures("default_malloc")
 def test_memory_stays_bounded_over_sizes_and_model_lifetimes(cpu_backend):
     growth = _worker("memory", cpu_backend)
     assert growth["sizes_growth_mib"] < SIZES_BOUND_MIB, growth

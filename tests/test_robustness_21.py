@@ -149,6 +149,7 @@ def _model_state() -> dict[str, np.ndarray]:
     return recipe_state((k, s.shape, s.kind) for k, s in build_model(MODEL).param_specs().items())
 
 
+@pytest.mark.usefixtures("default_malloc")  # the builder's peak RSS is measured
 def test_an_npz_bomb_with_a_misshaped_key_is_refused_from_its_header(tmp_path):
     bomb = tmp_path / "bomb.npz"
     built = _worker("npz-bomb", str(bomb), "classifier.weight", "1000", "262144")  # 0.98 GiB of zeros
@@ -161,6 +162,7 @@ def test_an_npz_bomb_with_a_misshaped_key_is_refused_from_its_header(tmp_path):
     assert "classifier.weight: expected (1000, 1024), got (1000, 262144)" in line
 
 
+@pytest.mark.usefixtures("default_malloc")  # the builder's peak RSS is measured
 def test_an_npz_bomb_under_a_key_the_model_ignores_is_refused_by_the_size_limit(tmp_path):
     from se_multi.checkpoint import NPZ_SLACK_BYTES
 
@@ -194,6 +196,7 @@ def test_the_same_npz_without_the_bomb_loads(tmp_path):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.usefixtures("default_malloc")  # the builder's peak RSS is measured
 def test_a_torch_zip_declaring_more_than_the_cap_is_refused_before_torch_loads_it(tmp_path):
     from se_multi.checkpoint import MAX_INFLATED_BYTES
 
