@@ -154,7 +154,9 @@ def _huge_pages_per_worker(numprocesses) -> None:
     4 KiB page on its first touch: building SE-ResNet-50 six times on OpenVINO took 1.29M page
     faults and 3.4 s of system time, 0.31M and 1.2-1.8 s with this (2026-12-03, 2 cores, THP in
     ``madvise`` mode); test_openvino_small.py with one thread, as in a worker: 89/94 s -> 77/75 s,
-    system time 27/29 s -> 15/15 s. NumPy already asks for huge pages for its own arrays of 4 MiB
+    system time 27/29 s -> 15/15 s; the whole test command, same tree: 918 s -> 651 s (user 1511 ->
+    1118 s, system 243 -> 121 s). The figures for one user's process are not these: validate on
+    OpenVINO with 2 threads, 22-23 s either way. NumPy already asks for huge pages for its own arrays of 4 MiB
     and more; this reaches the libraries' C++ allocations too. Like the thread counts, the workers
     and their child processes inherit it; a serial run keeps glibc's default, and so do the
     child processes whose memory a test measures (:func:`default_malloc`)."""
