@@ -114,8 +114,11 @@ def pytest_cmdline_main(config):
         option.numprocesses = "auto"
         if option.dist == "no":
             option.dist = "loadgroup"
-    _threads_per_worker(option.numprocesses)
-    _huge_pages_per_worker(option.numprocesses)
+    # an xdist run (a serial one keeps every library's defaults): the workers start after this
+    # hook and inherit its environment
+    if option.numprocesses not in (None, 0, "0"):
+        _threads_per_worker(option.numprocesses)
+        _huge_pages_per_worker()
 
 
 #: the thread-count variables of the libraries under the backends: OpenMP (torch, oneDNN,
@@ -136,8 +139,6 @@ def _threads_per_worker(numprocesses) -> None:
 
     from se_multi.cpu import usable_cores
 
-    if numprocesses in (None, 0, "0"):
-        return
     cores = usable_cores()
     workers = cores if numprocesses in ("auto", "logical") else int(numprocesses)
     share = str(max(1, cores // max(1, workers)))
@@ -145,7 +146,11 @@ def _threads_per_worker(numprocesses) -> None:
         os.environ.setdefault(var, share)
 
 
-def _huge_pages_per_worker(numprocesses) -> None:
+#: the glibc tunable the workers run with (:func:`_huge_pages_per_worker`)
+HUGE_PAGES = "glibc.malloc.hugetlb=1"
+
+
+def _huge_pages_per_worker() -> None:
     """Under xdist, glibc's malloc backs the large blocks it maps with transparent huge pages
     (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, glibc 2.35+; an older glibc ignores it), where the
     environment sets no tunables already. Each model the suite builds is copied several times
@@ -156,19 +161,13 @@ def _huge_pages_per_worker(numprocesses) -> None:
     ``madvise`` mode); test_openvino_small.py with one thread, as in a worker: 89/94 s -> 77/75 s,
     system time 27/29 s -> 15/15 s; the whole test command, same tree: 918 s -> 651 s (user 1511 ->
     1118 s, system 243 -> 121 s). The figures for one user's process are not these: validate on
-    OpenVINO with 2 threads, 22-23 s either way. NumPy already asks for huge pages for its own arrays of 4 MiB
-    and more; this reaches the libraries' C++ allocations too. Like the thread counts, the workers
-    and their child processes inherit it; a serial run keeps glibc's default, and so do the
-    child processes whose memory a test measures (:func:`default_malloc`)."""
+    OpenVINO with 2 threads, 22-23 s either way. NumPy already asks for huge pages for its own
+    arrays of 4 MiB and more; this reaches the libraries' C++ allocations too. Like the thread
+    counts, the workers and their child processes inherit it; a serial run keeps glibc's default,
+    and so do the child processes whose memory a test measures (:func:`default_malloc`)."""
     import os
 
-    if numprocesses in (None, 0, "0"):
-        return
     os.environ.setdefault("GLIBC_TUNABLES", HUGE_PAGES)
-
-
-#: the glibc tunable the workers run with (:func:`_huge_pages_per_worker`)
-HUGE_PAGES = "glibc.malloc.hugetlb=1"
 
 
 @pytest.fixture
