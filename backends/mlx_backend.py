@@ -96,6 +96,18 @@ def _stream_bound(method, device):
     return run
 
 
+def _scalar_weights(module, mx) -> list:
+    """The attribute dicts of the bound module's layers that hold a one-entry weight array (sSE's
+    bias, a PReLU's single slope), as ``mx.compile``'s ``inputs``: MLX writes a captured scalar
+    into the C++ source of the kernel it fuses on the CPU, so each distinct weight value was one
+    more g++ build (~0.5 s); as inputs (MLX swaps them in the dicts while it traces) they are read
+    at run time, and one kernel serves every block of every model."""
+    from mlx.utils import tree_flatten
+
+    return [vars(m) for _, m in module.named_modules()
+            if any(isinstance(leaf, mx.array) and leaf.size == 1 for _, leaf in tree_flatten(list(vars(m).values())))]
+
+
 #: MLX is not thread-safe: one whole-model call at a time in this process
 _MLX_LOCK = threading.RLock()
 _thread_state = threading.local()
@@ -276,7 +288,7 @@ class MlxBackend(Backend):
         # function, and a strong reference back would be a cycle the collector cannot see
         # through MLX's C++ object, keeping the model alive after it is dropped
         ref = weakref.ref(module)
-        return self._mx.compile(lambda x: ref()(self, x))
+        return self._mx.compile(lambda x: ref()(self, x), inputs=_scalar_weights(module, self._mx))
 
     # ------------------------------------------------------------------ convolution
     def conv2d(self, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
@@ -398,19 +410,23 @@ class MlxBackend(Backend):
         k = mx.full(values.shape, kh * kw, mx.int32)
         for t in reversed(range(kh * kw)):  # the first tap that holds the maximum wins
             k = mx.where(taps[t] == values, t, k)
-        rows = mx.arange(ho, dtype=mx.int32)[None, :, None, None] * sh + k // kw
-        cols = mx.arange(wo, dtype=mx.int32)[None, None, :, None] * sw + k % kw
-        return values, rows * width + cols
+        # (o_h*sh + t//kw) * W + o_w*sw + t%kw, with every term that depends on the input's size
+        # made in NumPy, as arrays: under mx.compile a scalar such as W is a constant in the fused
+        # kernel's source, one more g++ build on the CPU for each size (see _scalar_weights)
+        window = np.arange(ho)[:, None] * sh * width + np.arange(wo)[None, :] * sw
+        tap = np.arange(kh * kw)
+        tap_offset = mx.array(((tap // kw) * width + tap % kw).astype(np.int32))
+        return values, mx.array(window.astype(np.int32))[None, :, :, None] + mx.take(tap_offset, k)
 
     def max_unpool2d(self, x, indices, output_size):
         mx = self._mx
         n, c, h, w = shapes.max_unpool2d(self.shape(x), self.shape(indices), output_size)
-        # NHWC flat position of (n, index, c): (n * H * W + index) * C + c
-        batch = mx.arange(n, dtype=mx.int32)[:, None, None, None] * (h * w)
+        # each value to (sample, index within its plane, channel) of an (N, H*W, C) array: no
+        # arithmetic on the sizes, which mx.compile would write into a kernel per size
+        batch = mx.arange(n, dtype=mx.int32)[:, None, None, None]
         chan = mx.arange(c, dtype=mx.int32)[None, None, None, :]
-        where = ((indices.astype(mx.int32) + batch) * c + chan).reshape(-1)
-        out = mx.zeros((n * h * w * c,), x.dtype)
-        out[where] = x.reshape(-1)
+        out = mx.zeros((n, h * w, c), x.dtype)
+        out[batch, indices.astype(mx.int32), chan] = x
         return out.reshape(n, h, w, c)
 
     def avg_pool2d(self, x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
@@ -426,10 +442,16 @@ class MlxBackend(Backend):
 
     def global_avg_pool(self, x):
         mx = self._mx
+        n, h, w, c = x.shape
+        # mx.mean's sum times float32(1 / (H*W)), bit for bit, with the factor an array of C
+        # entries rather than MLX's scalar: inside mx.compile a scalar is a constant written into
+        # the fused kernel's C++ source, and on the CPU each new constant (each feature-map size
+        # a model pools) is one more g++ build (~0.5 s) before the forward runs
+        scale = mx.array(np.full(c, 1.0 / (h * w), np.float32))
         if self.dtype == "float32":
-            return mx.mean(x, axis=(1, 2))
+            return mx.sum(x, axis=(1, 2)) * scale
         # a half-precision sum over H*W loses digits: accumulate in float32
-        return mx.mean(x.astype(mx.float32), axis=(1, 2)).astype(self._dt)
+        return (mx.sum(x.astype(mx.float32), axis=(1, 2)) * scale).astype(self._dt)
 
     # ------------------------------------------------------------------ elementwise / shape
     def add(self, a, b):

@@ -2,6 +2,7 @@
 lazy evaluation, ``mx.compile``. Every expected value comes from the NumPy reference
 (float64); the op-by-op conformance suite covers the rest for every backend."""
 
+import os
 import subprocess
 import sys
 
@@ -279,10 +280,44 @@ def test_compiled_backend_runs_the_whole_model_through_mx_compile(monkeypatch):
     ops = MlxBackend(compile=True)
     calls = []
     real_compile = ops._mx.compile
-    monkeypatch.setattr(ops._mx, "compile", lambda fn: calls.append(fn) or real_compile(fn))
+    monkeypatch.setattr(ops._mx, "compile", lambda fn, **kw: calls.append(fn) or real_compile(fn, **kw))
     model = create_model("se_mobilenetv1_100", backend=ops)
     x = recipe_input((1, 3, 32, 32))
     expected = create_model("se_mobilenetv1_100", backend="numpy", dtype="float64").predict_numpy(x)
     for _ in range(2):  # the second call reuses the compiled forward
         assert rel(model.predict_numpy(x), expected) < 1e-4
     assert len(calls) == 1
+
+
+#: a child process: a scSE model compiled on MLX's CPU at one input size and seed, then another
+#: seed's weights at another size; prints how many kernels MLX built (its cache: $TMPDIR/mlx)
+_KERNELS_BUILT = """
+import os, sys
+from pathlib import Path
+import numpy as np
+from se_multi.models import create_model
+from se_multi.backends.mlx_backend import MlxBackend
+def built():
+    return len(list(Path(os.environ["TMPDIR"], "mlx").rglob("*.so")))
+counts = []
+for seed, (h, w) in ((0, (16, 24)), (1, (24, 32))):
+    model = create_model("sdnet", backend=MlxBackend(compile=True), seed=seed, num_filters=16, se="scse")
+    model.predict_numpy(np.zeros((1, 1, h, w), np.float32))
+    counts.append(built())
+print(*counts)
+"""
+
+
+def test_compiled_kernels_depend_on_the_graph_not_on_weights_or_sizes(tmp_path):
+    """MLX compiles each fused kernel with g++ on the CPU (~0.5 s) and writes a captured scalar
+    into its source: sSE's one-entry bias and global pooling's 1/(H*W) as scalars made a kernel
+    per weight value and per feature-map size. Passed as arrays, they are read at run time: a
+    second seed's weights at a second input size build nothing new."""
+    if mx.default_device().type != mx.DeviceType.cpu:
+        pytest.skip("MLX's default device is not its CPU: no C++ kernels are built")
+    proc = subprocess.run([sys.executable, "-c", _KERNELS_BUILT], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = map(int, proc.stdout.split())
+    assert first > 0, "the compiled forward built no kernel: this test no longer sees MLX's cache"
+    assert second == first, f"{second - first} kernels built again for new weights and a new size"
