@@ -442,7 +442,7 @@ class MlxBackend(Backend):
 
     def global_avg_pool(self, x):
         mx = self._mx
-        n, h, w, c = x.shape
+        _, h, w, c = x.shape
         # mx.mean's sum times float32(1 / (H*W)), bit for bit, with the factor an array of C
         # entries rather than MLX's scalar: inside mx.compile a scalar is a constant written into
         # the fused kernel's C++ source, and on the CPU each new constant (each feature-map size

@@ -292,7 +292,7 @@ def test_compiled_backend_runs_the_whole_model_through_mx_compile(monkeypatch):
 #: a child process: a scSE model compiled on MLX's CPU at one input size and seed, then another
 #: seed's weights at another size; prints how many kernels MLX built (its cache: $TMPDIR/mlx)
 _KERNELS_BUILT = """
-import os, sys
+import os
 from pathlib import Path
 import numpy as np
 from se_multi.models import create_model
