@@ -115,13 +115,19 @@ def test_a_backend_s_param_dtype_binds_the_weights_float64_folding_gives(backend
 
     from se_multi.dispatch import backend_class, get_backend
     from se_multi.init import recipe_input, recipe_state
+    from se_multi.conformance import model_cases
     from se_multi.models import Model, build_model
+    from se_multi.models.registry import entries
 
     require_backend(backend)
     # MobileNetV3: BatchNorm after every conv, depthwise ones too, SE convs with biases, a linear
-    # head; SE-VGG-16 for 32x32: the adaptive pool folded into the classifier (a float64 GEMM)
-    models = [(build_model("mobilenetv3_small_100"), (1, 3, 48, 40)),
-              (build_model("se_vgg16_bn", hidden_features=64, img_size=(32, 32)), (1, 3, 32, 32))]
+    # head; SE-VGG-16 for 32x32: the adaptive pool folded into the classifier (a float64 GEMM).
+    # Both as the conformance suite builds them, at its inputs: a compiling backend (MLX's CPU
+    # build writes each fused chain's kernel with g++) then builds nothing that suite did not
+    cases = dict(model_cases())
+    models = [(build_model(name, **entries()[name].conformance_options), cases[name])
+              for name in ("mobilenetv3_small_100", "se_vgg16_bn")]
+    assert entries()["se_vgg16_bn"].conformance_options == {"hidden_features": 64, "img_size": (32, 32)}
     set_for = []
     for declaration, shape in models:
         state = recipe_state((k, s.shape, s.kind) for k, s in declaration.param_specs().items())
