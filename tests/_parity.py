@@ -119,12 +119,15 @@ def peer_runs(directory: Path):
     once: the fixture's checkpoint is written once into ``directory``, loaded through the public
     ``create_model(weights=path)``, run, and the model dropped at once (SENet-154 has 115M
     parameters), so one model at a time is alive. Stage features are taken for
-    :data:`FEATURE_RUNS` only."""
+    :data:`FEATURE_RUNS` only. ``get.graphs(fixture, backend, dtype)``: for a whole-graph backend's
+    run, ``(whole graphs, one-op graphs)`` its model held after the call (``(1, 0)``: the call took
+    the whole-graph path)."""
     import gc
 
     import se_multi
+    from se_multi.backend import GraphBackend
 
-    paths, cache = {}, {}
+    paths, cache, graphs = {}, {}, {}
 
     def get(fixture, backend, dtype):
         key = (fixture, backend, dtype)
@@ -135,6 +138,8 @@ def peer_runs(directory: Path):
                                           dtype=dtype)
             x = peer_input(fixture)
             logits = se_multi.to_numpy(model(x)).astype(np.float64)
+            if isinstance(model.ops, GraphBackend):
+                graphs[key] = (len(model.module.graphs(model.ops.graph_cache_size)), len(model.ops._op_graphs))
             features = None
             if (backend, dtype) in FEATURE_RUNS:
                 ops = model.ops
@@ -145,4 +150,9 @@ def peer_runs(directory: Path):
             gc.collect()
         return cache[key]
 
+    def graphs_of(fixture, backend, dtype):
+        get(fixture, backend, dtype)
+        return graphs[(fixture, backend, dtype)]
+
+    get.graphs = graphs_of
     return get

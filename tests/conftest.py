@@ -91,6 +91,32 @@ def _module_memory_returned():
 
 
 @pytest.fixture(scope="session")
+def seeded_model():
+    """``name -> (declaration, seeded state, the float64 NumPy reference bound to it)``: a model
+    with the embedded default's weights (``create_model(name)``'s), for the tests that run every
+    model on an engine against float64 (tests/test_onnx.py, tests/test_openvino_small.py). The
+    last model asked for is kept, one at a time (SENet-154's state and float64 weights are ~1.4
+    GB): the tests of one model share an ``xdist_group`` (``pytest_collection_modifyitems``), so
+    they run one after another on one worker, and the second draws and binds nothing."""
+    from se_multi.dispatch import get_backend
+    from se_multi.init import recipe_state
+    from se_multi.models import Model, build_model
+
+    last = {}
+
+    def get(name):
+        if name not in last:
+            last.clear()  # the previous model's arrays go before the next one's are made
+            declaration = build_model(name)
+            state = recipe_state((k, s.shape, s.kind) for k, s in declaration.param_specs().items())
+            ops = get_backend("numpy", dtype="float64")
+            last[name] = declaration, state, Model(name, declaration.bind(state, ops), ops)
+        return last[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def peer_results(tmp_path_factory):
     """``(fixture, backend, dtype) -> (logits, stage features or None)`` of the parity fixtures
     (``_parity.peer_runs``), each run once per test session and shared by every parity module
@@ -201,5 +227,7 @@ def pytest_collection_modifyitems(config, items):
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "peer_results" in scopes and "fixture" in params:
             item.add_marker(pytest.mark.xdist_group(f"parity:{params['fixture']}"))
+        elif "seeded_model" in scopes and "name" in params:
+            item.add_marker(pytest.mark.xdist_group(f"model:{params['name']}"))
         elif any(scope == "module" for scope in scopes.values()):
             item.add_marker(pytest.mark.xdist_group(f"module:{item.module.__name__}"))

@@ -50,10 +50,10 @@ def _reference(name, x, **kwargs):
 
 # =========================================================================== every model
 @pytest.mark.parametrize("name", list_models())
-def test_every_model_exports_checks_and_matches_the_reference(name):
+def test_every_model_exports_checks_and_matches_the_reference(seeded_model, name):
     """Every model, deep ones included (the ResNet family's names without a parity fixture get
     their onnxruntime check here): the export's cost is paid anyway, a run at 64x64 adds little."""
-    reference = create_model(name, backend="numpy", dtype="float64")  # one bind serves both sides
+    *_, reference = seeded_model(name)  # one bind serves both sides
     # 64x64, or the one size a model takes (BN-Inception's fixed 7x7 pool, VGG's folded classifier)
     size = SIZE if reference.input_sizes.error(reference.in_chans, *SIZE) is None else reference.input_sizes.smallest()
     proto = build_onnx(reference, input_size=size)
@@ -113,12 +113,14 @@ def peer_checkpoints(tmp_path_factory):
 
 
 @pytest.mark.parametrize("fixture", sorted(FIXTURE_MODELS))
-def test_whole_graph_matches_peer_logits(peer_checkpoints, fixture):
+def test_whole_graph_matches_peer_logits(peer_results, fixture):
+    """The fixture's checkpoint loaded through ``create_model(weights=path)`` on ONNX Runtime: the
+    session-wide run the parity modules' onnxruntime tests read (``peer_results``), not a second one."""
+    require_backend("onnxruntime")
     exp = expected(fixture)
-    model = create_model(FIXTURE_MODELS[fixture], weights=str(peer_checkpoints(fixture)), backend="onnxruntime")
-    logits = model(exp["x"])
+    logits, _ = peer_results(fixture, "onnxruntime", "float32")
     # the model call took the whole-graph path: one session, held by the model, no one-op graphs
-    assert len(model.module.graphs(model.ops.graph_cache_size)) == 1 and not len(model.ops._op_graphs)
+    assert peer_results.graphs(fixture, "onnxruntime", "float32") == (1, 0)
     assert logits.shape == exp["logits"].shape
     assert rel_err(logits, exp["logits"]) <= 1e-4
     if "logits_without_se" in exp:  # the SE path is in the graph: dropping it is far outside tolerance
