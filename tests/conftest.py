@@ -172,8 +172,8 @@ def _threads_per_worker(numprocesses) -> None:
         os.environ.setdefault(var, share)
 
 
-#: the glibc tunable the workers run with (:func:`_huge_pages_per_worker`)
-HUGE_PAGES = "glibc.malloc.hugetlb=1"
+#: the glibc tunables the workers run with (:func:`_huge_pages_per_worker`)
+HUGE_PAGES = "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 
 
 def _huge_pages_per_worker() -> None:
@@ -188,7 +188,17 @@ def _huge_pages_per_worker() -> None:
     system time 27/29 s -> 15/15 s; the whole test command, same tree: 918 s -> 651 s (user 1511 ->
     1118 s, system 243 -> 121 s). The figures for one user's process are not these: validate on
     OpenVINO with 2 threads, 22-23 s either way. NumPy already asks for huge pages for its own
-    arrays of 4 MiB and more; this reaches the libraries' C++ allocations too. Like the thread
+    arrays of 4 MiB and more; this reaches the libraries' C++ allocations too.
+
+    And glibc keeps what is freed for the next allocation instead of handing it back at once
+    (``mmap_max=0``: large blocks come from the heap, not from a mapping of their own that
+    ``free`` unmaps; ``trim_threshold`` 64 GiB: the heap's free top is not given back either), so
+    the next model's tensors land in pages already filled: the kernel zeroing fresh pages
+    (``clear_page_erms``) was 60% of the CPU time of test_onnx's and test_openvino_small's
+    every-model tests on SENet-154 and VGG-16 (perf, 2026-12-04); serially, one thread, those 9
+    tests took 69.0 s (system 41.6 s) -> 54.7 s (system 28.0 s), the workers' peak RSS 6.6 ->
+    8.0 GB. What a test module freed still goes back to the system when it ends
+    (:func:`_module_memory_returned`), so a worker's memory stays bounded. Like the thread
     counts, the workers and their child processes inherit it; a serial run keeps glibc's default,
     and so do the child processes whose memory a test measures (:func:`default_malloc`)."""
     import os
