@@ -74,7 +74,7 @@ def _malloc_trim():
 def _module_memory_returned():
     """After every test module, its freed memory goes back to the system (:func:`_malloc_trim`), so
     the suite's peak is its largest module's, not the sum over a worker's modules -- except in a
-    worker whose glibc keeps freed memory for reuse (:data:`HUGE_PAGES`): there the next module's
+    worker whose glibc keeps freed memory for reuse (:data:`WORKER_MALLOC`): there the next module's
     arrays land in it instead of in fresh pages the kernel must zero, and the worker's peak RSS
     is its largest module's all the same (7.8 GB with and without the trim; the test command
     527 s -> 509 s, system time 235 s -> 219 s, 2026-12-04).
@@ -92,7 +92,7 @@ def _module_memory_returned():
         yield
     finally:
         gc.unfreeze()
-    if os.environ.get("GLIBC_TUNABLES") != HUGE_PAGES:
+    if os.environ.get("GLIBC_TUNABLES") != WORKER_MALLOC:
         _malloc_trim()
 
 
@@ -150,7 +150,7 @@ def pytest_cmdline_main(config):
     # hook and inherit its environment
     if option.numprocesses not in (None, 0, "0"):
         _threads_per_worker(option.numprocesses)
-        _huge_pages_per_worker()
+        _malloc_per_worker()
 
 
 #: the thread-count variables of the libraries under the backends: OpenMP (torch, oneDNN,
@@ -178,11 +178,11 @@ def _threads_per_worker(numprocesses) -> None:
         os.environ.setdefault(var, share)
 
 
-#: the glibc tunables the workers run with (:func:`_huge_pages_per_worker`)
-HUGE_PAGES = "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
+#: the glibc tunables the workers run with (:func:`_malloc_per_worker`)
+WORKER_MALLOC = "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 
 
-def _huge_pages_per_worker() -> None:
+def _malloc_per_worker() -> None:
     """Under xdist, glibc's malloc backs the large blocks it maps with transparent huge pages
     (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, glibc 2.35+; an older glibc ignores it), where the
     environment sets no tunables already. Each model the suite builds is copied several times
@@ -209,20 +209,20 @@ def _huge_pages_per_worker() -> None:
     and so do the child processes whose memory a test measures (:func:`default_malloc`)."""
     import os
 
-    os.environ.setdefault("GLIBC_TUNABLES", HUGE_PAGES)
+    os.environ.setdefault("GLIBC_TUNABLES", WORKER_MALLOC)
 
 
 @pytest.fixture
 def default_malloc(monkeypatch):
     """glibc's default allocator for the child processes whose memory a test measures (their RSS,
-    its peak, its growth): under :data:`HUGE_PAGES` resident memory grows in 2 MiB steps, as
+    its peak, its growth): under :data:`WORKER_MALLOC` resident memory grows in 2 MiB steps, as
     many as the kernel has free huge pages for at that moment. Two runs of ``bench``'s memory
     pass on SE-MobileNet measured a forward of 53.2 and 46.1 MiB under it (2026-12-03), further
     apart than the 10% that test holds the measurement to. A tunable the environment set itself
     is left alone."""
     import os
 
-    if os.environ.get("GLIBC_TUNABLES") == HUGE_PAGES:
+    if os.environ.get("GLIBC_TUNABLES") == WORKER_MALLOC:
         monkeypatch.delenv("GLIBC_TUNABLES")
 
 

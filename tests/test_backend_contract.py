@@ -113,9 +113,9 @@ def test_a_backend_s_param_dtype_binds_the_weights_float64_folding_gives(backend
     weights (``param_dtype = "float64"``, the default)."""
     import numpy as np
 
+    from se_multi.conformance import model_cases
     from se_multi.dispatch import backend_class, get_backend
     from se_multi.init import recipe_input, recipe_state
-    from se_multi.conformance import model_cases
     from se_multi.models import Model, build_model
     from se_multi.models.registry import entries
 
