@@ -187,34 +187,30 @@ def _threads_per_worker(workers: int) -> None:
 
 
 #: the glibc tunables the workers run with (:func:`_malloc_per_worker`)
-WORKER_MALLOC = "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
+WORKER_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 
 
 def _malloc_per_worker(workers: int) -> None:
-    """Under xdist, glibc's malloc backs the large blocks it maps with transparent huge pages
-    (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, glibc 2.35+; an older glibc ignores it), where the
-    environment sets no tunables already. Each model the suite builds is copied several times
-    over, into memory mapped fresh each time (the recipe's tensors, the folded weights, the ONNX
-    bytes, OpenVINO's and oneDNN's own copies in their layouts), and the kernel fills every new
-    4 KiB page on its first touch: building SE-ResNet-50 six times on OpenVINO took 1.29M page
-    faults and 3.4 s of system time, 0.31M and 1.2-1.8 s with this (2026-12-03, 2 cores, THP in
-    ``madvise`` mode); test_openvino_small.py with one thread, as in a worker: 89/94 s -> 77/75 s,
-    system time 27/29 s -> 15/15 s; the whole test command, same tree: 918 s -> 651 s (user 1511 ->
-    1118 s, system 243 -> 121 s). The figures for one user's process are not these: validate on
-    OpenVINO with 2 threads, 22-23 s either way. NumPy already asks for huge pages for its own
-    arrays of 4 MiB and more; this reaches the libraries' C++ allocations too.
+    """Under xdist, glibc keeps what is freed for the next allocation instead of handing it back at
+    once (``GLIBC_TUNABLES``: ``mmap_max=0``, large blocks come from the heap, not from a mapping
+    of their own that ``free`` unmaps; ``trim_threshold`` 64 GiB, the heap's free top is not
+    given back either), where the environment sets no tunables already. Each model the suite
+    builds is copied several times over (the recipe's tensors, the folded weights, the ONNX bytes,
+    OpenVINO's and oneDNN's own copies in their layouts), and on this VM a page the kernel must
+    zero on its first touch (``clear_page_erms``) costs several times a reused one: it was 60% of
+    the CPU time of test_onnx's and test_openvino_small's every-model tests on SENet-154 and
+    VGG-16 (perf, 2026-12-04). A worker's memory stays bounded by its largest module's peak, which
+    it reuses (:func:`_module_memory_returned` no longer hands it back between modules). Like the
+    thread counts, the workers and their child processes inherit it; a serial run keeps glibc's
+    default, and so do the child processes whose memory a test measures (:func:`default_malloc`).
 
-    And glibc keeps what is freed for the next allocation instead of handing it back at once
-    (``mmap_max=0``: large blocks come from the heap, not from a mapping of their own that
-    ``free`` unmaps; ``trim_threshold`` 64 GiB: the heap's free top is not given back either), so
-    the next model's tensors land in pages already filled: the kernel zeroing fresh pages
-    (``clear_page_erms``) was 60% of the CPU time of test_onnx's and test_openvino_small's
-    every-model tests on SENet-154 and VGG-16 (perf, 2026-12-04); serially, one thread, those 9
-    tests took 69.0 s (system 41.6 s) -> 54.7 s (system 28.0 s), the workers' peak RSS 6.6 ->
-    8.0 GB. A worker's memory stays bounded by its largest module's peak, which it reuses
-    (:func:`_module_memory_returned` no longer hands it back between modules). Like the thread
-    counts, the workers and their child processes inherit it; a serial run keeps glibc's default,
-    and so do the child processes whose memory a test measures (:func:`default_malloc`).
+    glibc's transparent huge pages (``hugetlb=1``), which these tunables held from 2026-12-03
+    (the test command then 918 s -> 651 s), now cost more than they save on this machine: each
+    fresh 2 MiB page is zeroed whole on first touch, whatever of it the process then uses.
+    test_onnx.py's every-model tests alone, one thread, 2026-12-04: 152 s with them, 103/97 s
+    without (system time 89 -> 45/41 s); a robustness child process (``tiny torch``) 10.5-12.0 s
+    -> 3.7 s; the whole test command, back to back: 574 s -> 526 s (system 296 -> 233 s). NumPy
+    still asks for huge pages for its own arrays of 4 MiB and more.
 
     Libraries hand that memory back all the same, through ``malloc_trim(0)``
     (tests/keep_freed_memory.c says which): the workers preload that file's ``malloc_trim``
@@ -266,11 +262,12 @@ def _keep_freed_memory(workers: int) -> None:
 @pytest.fixture
 def default_malloc(monkeypatch):
     """glibc's default allocator for the child processes whose memory a test measures (their RSS,
-    its peak, its growth): under :data:`WORKER_MALLOC` resident memory grows in 2 MiB steps, as
-    many as the kernel has free huge pages for at that moment. Two runs of ``bench``'s memory
-    pass on SE-MobileNet measured a forward of 53.2 and 46.1 MiB under it (2026-12-03), further
-    apart than the 10% that test holds the measurement to. A tunable the environment set itself
-    is left alone."""
+    its peak, its growth): under :data:`WORKER_MALLOC` and the preloaded ``malloc_trim``
+    (:func:`_keep_freed_memory`) freed memory stays resident, and what is measured would be
+    the allocator's keeping, not the program's. (Under the huge pages it held on 2026-12-03,
+    resident memory grew in 2 MiB steps: two runs of ``bench``'s memory pass on SE-MobileNet
+    measured a forward of 53.2 and 46.1 MiB, further apart than the 10% that test holds the
+    measurement to.) A tunable the environment set itself is left alone."""
     import os
 
     if os.environ.get("GLIBC_TUNABLES") == WORKER_MALLOC:
