@@ -210,15 +210,19 @@ def _malloc_per_worker(workers: int) -> None:
     test_onnx.py's every-model tests alone, one thread, 2026-12-04: 152 s with them, 103/97 s
     without (system time 89 -> 45/41 s); a robustness child process (``tiny torch``) 10.5-12.0 s
     -> 3.7 s; the whole test command, back to back: 574 s -> 526 s (system 296 -> 233 s). NumPy
-    still asks for huge pages for its own arrays of 4 MiB and more.
+    NumPy's own huge pages for its arrays of 4 MiB and more are off too
+    (``NUMPY_MADVISE_HUGEPAGE=0``): the same robustness child, interleaved, 7.3/7.4 s -> 3.9/3.9 s
+    (system 3.4/3.6 -> 0.5/0.5 s); the every-model tests, whose arrays land in reused heap
+    memory, 85.7 -> 84.5 s.
 
     Libraries hand that memory back all the same, through ``malloc_trim(0)``
     (tests/keep_freed_memory.c says which): the workers preload that file's ``malloc_trim``
     (:func:`_keep_freed_memory`), which keeps it up to a share of the machine's memory."""
     import os
 
-    os.environ.setdefault("GLIBC_TUNABLES", WORKER_MALLOC)
-    if os.environ["GLIBC_TUNABLES"] == WORKER_MALLOC:
+    if "GLIBC_TUNABLES" not in os.environ:
+        os.environ["GLIBC_TUNABLES"] = WORKER_MALLOC
+        os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
         _keep_freed_memory(workers)
 
 
@@ -272,6 +276,8 @@ def default_malloc(monkeypatch):
 
     if os.environ.get("GLIBC_TUNABLES") == WORKER_MALLOC:
         monkeypatch.delenv("GLIBC_TUNABLES")
+        if os.environ.get("NUMPY_MADVISE_HUGEPAGE") == "0":  # set with it
+            monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE")
     if "SE_MULTI_TRIM_ABOVE_MB" in os.environ:  # set beside the preload it configures
         monkeypatch.delenv("SE_MULTI_TRIM_ABOVE_MB")
         monkeypatch.delenv("LD_PRELOAD", raising=False)
