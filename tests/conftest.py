@@ -209,7 +209,7 @@ def _malloc_per_worker(workers: int) -> None:
     fresh 2 MiB page is zeroed whole on first touch, whatever of it the process then uses.
     test_onnx.py's every-model tests alone, one thread, 2026-12-04: 152 s with them, 103/97 s
     without (system time 89 -> 45/41 s); a robustness child process (``tiny torch``) 10.5-12.0 s
-    -> 3.7 s; the whole test command, back to back: 574 s -> 526 s (system 296 -> 233 s). NumPy
+    -> 3.7 s; the whole test command, back to back: 574 s -> 526 s (system 296 -> 233 s).
     NumPy's own huge pages for its arrays of 4 MiB and more are off too
     (``NUMPY_MADVISE_HUGEPAGE=0``): the same robustness child, interleaved, 7.3/7.4 s -> 3.9/3.9 s
     (system 3.4/3.6 -> 0.5/0.5 s); the every-model tests, whose arrays land in reused heap
@@ -235,8 +235,8 @@ def _keep_freed_memory(workers: int) -> None:
     the workers (and their child processes), its limit half the machine's memory shared by the
     workers (``SE_MULTI_TRIM_ABOVE_MB``: 6 GB each for 2 workers on 24 GB): below it, a library's
     ``malloc_trim(0)`` keeps the worker's freed memory. The whole test command, same tree, back to
-    back (2026-12-04, 2 cores, a host where each fresh huge page cost ~5 ms): 673 s -> 592 s,
-    system time 429 -> 279 s, huge pages faulted in 86,420 -> 34,471. Never trimming instead let
+    back (2026-12-04, 2 cores, a host where each fresh huge page cost ~5 ms): 673 s -> 574 s,
+    system time 429 -> 296 s, huge pages faulted in 86,420 -> 37,743. Never trimming instead let
     both workers grow past 10 GB, and the kernel ended one for want of memory. Where no compiler
     runs, or the environment preloads something already, the workers keep glibc's."""
     import atexit
