@@ -221,9 +221,23 @@ def _malloc_per_worker(workers: int) -> None:
     import os
 
     if "GLIBC_TUNABLES" not in os.environ:
-        os.environ["GLIBC_TUNABLES"] = WORKER_MALLOC
-        os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
+        _set_for_workers("GLIBC_TUNABLES", WORKER_MALLOC)
+        if "NUMPY_MADVISE_HUGEPAGE" not in os.environ:
+            _set_for_workers("NUMPY_MADVISE_HUGEPAGE", "0")
         _keep_freed_memory(workers)
+
+
+#: the variable listing the allocator settings :func:`_malloc_per_worker` made (names, space
+#: separated): :func:`default_malloc` undoes exactly those, and leaves what the environment set
+MALLOC_SETTINGS = "SE_MULTI_TEST_MALLOC_SETTINGS"
+
+
+def _set_for_workers(name: str, value: str) -> None:
+    """``os.environ[name] = value``, recorded in :data:`MALLOC_SETTINGS`."""
+    import os
+
+    os.environ[name] = value
+    os.environ[MALLOC_SETTINGS] = " ".join((*os.environ.get(MALLOC_SETTINGS, "").split(), name))
 
 
 #: the C source of the workers' ``malloc_trim`` (:func:`_keep_freed_memory`)
@@ -259,8 +273,8 @@ def _keep_freed_memory(workers: int) -> None:
     except (OSError, subprocess.SubprocessError):
         return  # no working C compiler: glibc's own malloc_trim
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    os.environ["LD_PRELOAD"] = library
-    os.environ["SE_MULTI_TRIM_ABOVE_MB"] = str(memory // (2 * workers) // 2**20)
+    _set_for_workers("LD_PRELOAD", library)
+    _set_for_workers("SE_MULTI_TRIM_ABOVE_MB", str(memory // (2 * workers) // 2**20))
 
 
 @pytest.fixture
@@ -271,16 +285,13 @@ def default_malloc(monkeypatch):
     the allocator's keeping, not the program's. (Under the huge pages it held on 2026-12-03,
     resident memory grew in 2 MiB steps: two runs of ``bench``'s memory pass on SE-MobileNet
     measured a forward of 53.2 and 46.1 MiB, further apart than the 10% that test holds the
-    measurement to.) A tunable the environment set itself is left alone."""
+    measurement to.) What the environment set itself is left alone: only the settings
+    :data:`MALLOC_SETTINGS` lists are undone."""
     import os
 
-    if os.environ.get("GLIBC_TUNABLES") == WORKER_MALLOC:
-        monkeypatch.delenv("GLIBC_TUNABLES")
-        if os.environ.get("NUMPY_MADVISE_HUGEPAGE") == "0":  # set with it
-            monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE")
-    if "SE_MULTI_TRIM_ABOVE_MB" in os.environ:  # set beside the preload it configures
-        monkeypatch.delenv("SE_MULTI_TRIM_ABOVE_MB")
-        monkeypatch.delenv("LD_PRELOAD", raising=False)
+    for name in os.environ.get(MALLOC_SETTINGS, "").split():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv(MALLOC_SETTINGS, raising=False)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
