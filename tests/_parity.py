@@ -6,6 +6,7 @@ peer's own key layout, and loaded through the public loader like a real checkpoi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -78,11 +79,18 @@ def peer_input(fixture: str) -> np.ndarray:
 
 
 def write_peer_checkpoint(fixture: str, directory: Path) -> Path:
-    """The recipe's weights in the peer's key layout, as a .safetensors file."""
+    """The recipe's weights in the peer's key layout, as a .safetensors file in ``directory``,
+    written once: a file of that name already there holds the same bytes (the recipe is
+    deterministic) and is used as it is. A new one is written beside its name and renamed into
+    it, so that a process sharing the folder (conftest's ``peer_checkpoint``) never reads half a
+    file."""
     from safetensors.numpy import save_file
 
     path = Path(directory) / f"{fixture}.safetensors"
-    save_file(peer_state(fixture), str(path))
+    if not path.exists():
+        partial = path.with_name(f"{path.name}.{os.getpid()}")
+        save_file(peer_state(fixture), str(partial))
+        os.replace(partial, path)
     return path
 
 

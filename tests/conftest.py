@@ -125,13 +125,37 @@ def seeded_model():
 
 
 @pytest.fixture(scope="session")
-def peer_results(tmp_path_factory):
+def peer_checkpoints_folder(tmp_path_factory) -> Path:
+    """Where the parity fixtures' checkpoints are written (``_parity.write_peer_checkpoint``),
+    each once for the whole run: under xdist, a folder all the run's workers share (their
+    temporary folders' parent, as pytest-xdist documents for data made once per run). The 14
+    fixtures' checkpoints are 1.9 GB; written per worker and again per module (test_bfloat16,
+    test_onnx, test_parity_mobilenet), writing them took ~4% of the workers' CPU time, as much
+    again as drawing the weights (perf, 2026-12-04: fresh page-cache pages are dear on this VM)."""
+    import os
+
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "peer_checkpoints"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def peer_checkpoint(peer_checkpoints_folder):
+    """``fixture -> path`` of its checkpoint in the peer's layout, written once per run."""
+    from _parity import write_peer_checkpoint
+
+    return lambda fixture: write_peer_checkpoint(fixture, peer_checkpoints_folder)
+
+
+@pytest.fixture(scope="session")
+def peer_results(peer_checkpoints_folder):
     """``(fixture, backend, dtype) -> (logits, stage features or None)`` of the parity fixtures
     (``_parity.peer_runs``), each run once per test session and shared by every parity module
     (the logits tests and the one stage-feature test read the same runs)."""
     from _parity import peer_runs
 
-    return peer_runs(tmp_path_factory.mktemp("peer_checkpoints"))
+    return peer_runs(peer_checkpoints_folder)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which turns -n into workers

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import se_multi
-from _parity import FIXTURE_MODELS, expected, rel_err, write_peer_checkpoint
+from _parity import FIXTURE_MODELS, expected, rel_err
 from conftest import require_backend, require_native_cpu_dtype
 from se_multi.conformance import MODEL_TOLERANCES
 from se_multi.metrics import top1_agreement
@@ -28,18 +28,12 @@ def _native_bfloat16():
     require_native_cpu_dtype("bfloat16")
 
 
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("bf16_peer")
-    return lambda fixture: write_peer_checkpoint(fixture, directory)
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fixture", sorted(FIXTURE_MODELS))
-def test_parity_at_bfloat16(checkpoints, record_property, fixture, backend):
+def test_parity_at_bfloat16(peer_checkpoint, record_property, fixture, backend):
     require_backend(backend, "bfloat16")
     exp = expected(fixture)
-    model = se_multi.create_model(FIXTURE_MODELS[fixture], weights=str(checkpoints(fixture)), backend=backend,
+    model = se_multi.create_model(FIXTURE_MODELS[fixture], weights=str(peer_checkpoint(fixture)), backend=backend,
                                   dtype="bfloat16")
     logits = se_multi.to_numpy(model(exp["x"])).astype(np.float64)
     err, agree = rel_err(logits, exp["logits"]), top1_agreement(logits, exp["logits"])

@@ -22,7 +22,7 @@ from se_multi.backend import BackendUnavailable  # noqa: E402
 from se_multi.models import create_model, list_models  # noqa: E402
 from se_multi.onnx_export import OnnxExportError, OnnxRecorder, build_onnx, export_onnx  # noqa: E402
 
-from _parity import FIXTURE_MODELS, expected, rel_err, write_peer_checkpoint  # noqa: E402
+from _parity import FIXTURE_MODELS, expected, rel_err  # noqa: E402
 from conftest import require_backend  # noqa: E402
 
 #: small enough to keep the whole file fast, divisible by 32 as the U-Net needs
@@ -106,12 +106,6 @@ def test_se_is_standard_ops_in_4d_form():
 
 
 # =========================================================================== parity with the peers
-@pytest.fixture(scope="module")
-def peer_checkpoints(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("onnx_peer")
-    return lambda fixture: write_peer_checkpoint(fixture, directory)
-
-
 @pytest.mark.parametrize("fixture", sorted(FIXTURE_MODELS))
 def test_whole_graph_matches_peer_logits(peer_results, fixture):
     """The fixture's checkpoint loaded through ``create_model(weights=path)`` on ONNX Runtime: the
@@ -127,9 +121,9 @@ def test_whole_graph_matches_peer_logits(peer_results, fixture):
         assert rel_err(logits, exp["logits_without_se"]) > 1e-2
 
 
-def test_exported_file_matches_peer_logits(tmp_path, peer_checkpoints):
+def test_exported_file_matches_peer_logits(tmp_path, peer_checkpoint):
     exp = expected("seresnet50")
-    path = export_onnx("seresnet50", tmp_path / "m.onnx", weights=str(peer_checkpoints("seresnet50")),
+    path = export_onnx("seresnet50", tmp_path / "m.onnx", weights=str(peer_checkpoint("seresnet50")),
                        input_size=exp["x"].shape[2:])
     runner = _ort().load(path)
     assert rel_err(runner(exp["x"]), exp["logits"]) <= 1e-4

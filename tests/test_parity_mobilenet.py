@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _parity import FIXTURE_MODELS, expected, peer_input, rel_err, write_peer_checkpoint
+from _parity import FIXTURE_MODELS, expected, peer_input, rel_err
 from conftest import ALL_BACKENDS, require_backend
 
 import se_multi
@@ -21,20 +21,6 @@ from se_multi.models import build_model, loading
 FIXTURES = ("mobilenetv1_100", "se_mobilenetv1_100", "mobilenetv3_large_100", "torchvision.mobilenet_v3_large")
 #: (backend, dtype, max relative error vs the float64 peer); float64 runs where the backend has it
 RUNS = [(b, d, MODEL_TOLERANCES[d]) for d in ("float64", "float32") for b in ALL_BACKENDS]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """fixture name -> its checkpoint in the peer layout, written once."""
-    directory = tmp_path_factory.mktemp("mobilenet_peer_checkpoints")
-    cache = {}
-
-    def get(fixture):
-        if fixture not in cache:
-            cache[fixture] = write_peer_checkpoint(fixture, directory)
-        return cache[fixture]
-
-    return get
 
 
 def test_recipe_input_is_the_fixture_input():
@@ -55,22 +41,22 @@ def test_logits_match_peer(peer_results, fixture, backend, dtype, tol):
         assert rel_err(logits, exp["logits_without_se"]) > 100 * tol
 
 
-def test_torchvision_batchnorm_eps_is_load_bearing(checkpoint):
+def test_torchvision_batchnorm_eps_is_load_bearing(peer_checkpoint):
     """The torchvision layout carries BN eps 1e-3: loaded with timm's 1e-5 the logits move outside
     the float32 tolerance (and 10^4 x the float64 one), so the parity above proves the eps is
     taken from the layout."""
     fixture = "torchvision.mobilenet_v3_large"
     exp = expected(fixture)
-    state, opts = loading.load_for_model("mobilenetv3_large_100", str(checkpoint(fixture)))
+    state, opts = loading.load_for_model("mobilenetv3_large_100", str(peer_checkpoint(fixture)))
     assert opts == {"bn_eps": 1e-3}
     ops = se_multi.get_backend("numpy", dtype="float64")
     wrong = build_model("mobilenetv3_large_100", bn_eps=1e-5).bind(state, ops)
     assert rel_err(wrong(ops, exp["x"].astype(np.float64)), exp["logits"]) > MODEL_TOLERANCES["float32"]
 
 
-def test_se_position_is_load_bearing(checkpoint):
+def test_se_position_is_load_bearing(peer_checkpoint):
     """The SE-MobileNet fixture fixes SE on the block output: the EfficientNet placement (after
     the depthwise conv) declares other SE widths, so the checkpoint is refused, never half-loaded."""
-    path = checkpoint("se_mobilenetv1_100")
+    path = peer_checkpoint("se_mobilenetv1_100")
     with pytest.raises(ValueError, match="mis-shaped"):
         se_multi.create_model("se_mobilenetv1_100", weights=str(path), backend="numpy", se_position="depthwise")
