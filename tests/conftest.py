@@ -158,6 +158,28 @@ def peer_results(peer_checkpoints_folder):
     return peer_runs(peer_checkpoints_folder)
 
 
+def pytest_configure(config):
+    _openvino_telemetry_declined()
+
+
+def _openvino_telemetry_declined() -> None:
+    """The tests send no usage telemetry from OpenVINO's model converter (``ov.convert_model``,
+    which the NNCF int8 path calls). Unless declined, the converter posts several events per
+    call, and on Linux each one forks the calling process (``openvino_telemetry``'s GA4 backend,
+    ``multiprocessing``) and waits for the fork, for as long as its timeout where no network
+    answers: in a test worker holding GBs, each conversion cost ~0.3 s of system time (page tables
+    and copy-on-write, a 6 GB process, 2026-12-04) and up to a second of waiting, ~40 forks in the
+    test command. NNCF declines its own telemetry under pytest (``nncf/telemetry/wrapper.py``);
+    OpenVINO's converter declines in CI only (``CI=true``), which the tests do not claim to be
+    (Hypothesis, for one, changes its settings there): its CI check answers yes instead, in this
+    process only. The converter's output is the same either way."""
+    try:
+        from openvino_telemetry.utils.opt_in_checker import OptInChecker
+    except ImportError:
+        return
+    OptInChecker._run_in_ci = staticmethod(lambda: True)
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which turns -n into workers
 def pytest_cmdline_main(config):
     """``-n auto --dist loadgroup`` for the whole suite (``python -m pytest -q``: no paths given,
