@@ -99,6 +99,10 @@ def export() -> dict:
 
                 result = _outcome(run, lambda x=x: reference(x))
                 result["file_written"] = path.exists()
+                # gone at once, so the next export writes into the page cache this one used: on a
+                # VM where each fresh page is dear, this child took 22 s with the files kept to
+                # the end and 10 s so (system time 13 s -> 3 s, 2026-12-04)
+                path.unlink(missing_ok=True)
                 out[f"{name} {size[0]}x{size[1]}"] = result
     return out
 
