@@ -41,13 +41,10 @@ def write_hub_cache(home: Path, repo_id: str, files: dict[str, bytes]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def seresnet50_file(tmp_path_factory) -> Path:
-    """The seresnet50 parity fixture's weights in timm's layout, as a .safetensors file."""
-    from safetensors.numpy import save_file
-
-    path = tmp_path_factory.mktemp("weights") / "seresnet50.safetensors"
-    save_file(peer_state("seresnet50"), str(path))
-    return path
+def seresnet50_file(peer_checkpoint) -> Path:
+    """The seresnet50 parity fixture's weights in timm's layout, as a .safetensors file (the run's
+    one copy, conftest's ``peer_checkpoint``: read, never changed)."""
+    return peer_checkpoint("seresnet50")
 
 
 @pytest.fixture
