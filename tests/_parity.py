@@ -110,7 +110,8 @@ def feature_modules(fixture: str, module) -> dict:
     if fixture.startswith("torchvision."):
         blocks = [block for stage in module.blocks for block in stage]
         return {f"features.{k}": unit for k, unit in enumerate([module.conv_stem, *blocks])}
-    names = [key.removeprefix("feature:") for key in expected(fixture) if key.startswith("feature:")]
+    with np.load(DATA / fixture / "expected.npz") as stored:  # the names only, not the arrays
+        names = [key.removeprefix("feature:") for key in stored.files if key.startswith("feature:")]
     found = {}
     for name in names:
         unit = module
@@ -158,23 +159,18 @@ def peer_runs(directory: Path):
     import se_multi
     from se_multi.backend import GraphBackend
 
-    paths, cache, graphs = {}, {}, {}
+    cache, graphs = {}, {}
 
     def get(fixture, backend, dtype):
         key = (fixture, backend, dtype)
         if key not in cache:
-            if fixture not in paths:
-                paths[fixture] = write_peer_checkpoint(fixture, directory)
-            model = se_multi.create_model(FIXTURE_MODELS[fixture], weights=str(paths[fixture]), backend=backend,
-                                          dtype=dtype)
-            x = peer_input(fixture)
-            features = None
-            if (backend, dtype) in FEATURE_RUNS:
-                with recording_outputs(feature_modules(fixture, model.module), model.ops) as seen:
-                    logits = se_multi.to_numpy(model(x)).astype(np.float64)
-                features = {name: se_multi.to_numpy(model.ops.output(f)).astype(np.float64) for name, f in seen.items()}
-            else:
-                logits = se_multi.to_numpy(model(x)).astype(np.float64)
+            path = write_peer_checkpoint(fixture, directory)
+            model = se_multi.create_model(FIXTURE_MODELS[fixture], weights=str(path), backend=backend, dtype=dtype)
+            units = feature_modules(fixture, model.module) if (backend, dtype) in FEATURE_RUNS else {}
+            with recording_outputs(units, model.ops) as seen:
+                logits = se_multi.to_numpy(model(peer_input(fixture))).astype(np.float64)
+            features = ({name: se_multi.to_numpy(model.ops.output(f)).astype(np.float64) for name, f in seen.items()}
+                        if units else None)
             if isinstance(model.ops, GraphBackend):
                 graphs[key] = (len(model.module.graphs(model.ops.graph_cache_size)), len(model.ops._op_graphs))
             cache[key] = logits, features
