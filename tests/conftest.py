@@ -160,6 +160,18 @@ def peer_results(peer_checkpoints_folder):
 
 def pytest_configure(config):
     _openvino_telemetry_declined()
+    if getattr(config, "workerinput", {}).get("loadgroup"):
+        config.option.loadgroup = True  # pytest_configure_node
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """A worker learns that the run is distributed by ``xdist_group``. pytest-xdist's workers parse
+    the controller's command line, not its options (``xdist/remote.py``), so a ``--dist loadgroup``
+    that :func:`pytest_cmdline_main` chose never reached them: they added no group to the test
+    ids, and the controller, which groups by those ids, ran every test on its own (2026-12-05:
+    the tests of one module fixture, or one seeded model, were spread over both workers)."""
+    node.workerinput["loadgroup"] = node.config.option.dist == "loadgroup"
 
 
 def _openvino_telemetry_declined() -> None:
