@@ -107,13 +107,14 @@ class OnnxFedBackend(GraphBackend):
 
         return OnnxRecorder(dtype=self.graph_dtype, opset=self.opset, workarounds=self.workarounds)
 
-    def export(self, module, input_shape: tuple, batch="dynamic", symbolic_hw: bool = False):
-        """The ModelProto of a module bound on this backend, traced at an NCHW ``input_shape``."""
+    def export(self, module, input_shape: tuple, batch="dynamic", symbolic_hw: bool = False, as_bytes: bool = False):
+        """The ModelProto of a module bound on this backend, traced at an NCHW ``input_shape``; with
+        ``as_bytes``, serialized (:meth:`OnnxRecorder.trace <se_multi.backends.onnx_recorder.OnnxRecorder.trace>`)."""
         from se_multi.backends.onnx_recorder import BATCH_DIM
 
         recorder = self._recorder()
         shape = (BATCH_DIM if batch == "dynamic" else int(batch), *input_shape[1:])
-        return recorder.trace(module, shape, symbolic_hw=symbolic_hw)
+        return recorder.trace(module, shape, symbolic_hw=symbolic_hw, as_bytes=as_bytes)
 
     def compile(self, model, input_shape):
         """``fn(x_nchw) -> output``: the whole module as one graph of the engine (symbolic batch,
@@ -124,11 +125,10 @@ class OnnxFedBackend(GraphBackend):
             from se_multi.backends.int8 import compile_int8
 
             return compile_int8(self, module, shape)
-        if self.symbolic_shapes:
-            proto = self.export(module, shape, symbolic_hw=True)
-        else:
-            proto = self.export(module, shape, batch=shape[0])
-        return self.engine(proto)
+        size = dict(symbolic_hw=True) if self.symbolic_shapes else dict(batch=shape[0])
+        # serialized as traced: the engine reads bytes, and the message would be one more copy of
+        # every weight, and protobuf's serializing two more at its peak (OnnxRecorder.trace)
+        return self.engine(self.export(module, shape, as_bytes=True, **size))
 
     def load(self, path) -> Callable[..., np.ndarray]:
         """An ``.onnx`` file -> ``fn(x_nchw) -> output`` with this backend's engine and options.

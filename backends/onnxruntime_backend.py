@@ -90,10 +90,22 @@ class OnnxRuntimeBackend(OnnxFedBackend):
         return so
 
     def session(self, model_bytes: bytes, threads: int | None = None):
-        return self._ort.InferenceSession(model_bytes, self.session_options(threads), providers=self.providers)
+        """An ``InferenceSession`` of a serialized model that does not keep the bytes it was made from."""
+        session = self._ort.InferenceSession(model_bytes, self.session_options(threads), providers=self.providers)
+        if self.providers == ["CPUExecutionProvider"]:
+            # ONNX Runtime keeps the bytes for the session's life ("TODO: This is bad as we're holding
+            # the memory indefinitely", onnxruntime_inference_collection.py), a second copy of every
+            # weight beside the session's own. It reads them again only to rebuild the session on
+            # another provider after a provider failure, which a CPU-only session has none to go to.
+            session._model_bytes = None
+        return session
 
     def engine(self, proto, threads: int | None = None, dtype: np.dtype | None = None) -> "_SessionRunner":
-        return _SessionRunner(self.session(serialized(proto), threads), self, dtype)
+        """A ModelProto, or one serialized: a message passed on and not kept
+        (:meth:`~se_multi.backends.onnx_fed.OnnxFedBackend.compile`) is freed once serialized."""
+        data = serialized(proto)
+        del proto
+        return _SessionRunner(self.session(data, threads), self, dtype)
 
 
 class _SessionRunner:

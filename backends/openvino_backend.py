@@ -161,17 +161,15 @@ class OpenVinoBackend(OnnxFedBackend):
         return cfg
 
     # ------------------------------------------------------------------ engine
-    def compile_proto(self, proto, threads: int | None = None):
-        """A ModelProto, or one serialized, -> OpenVINO ``CompiledModel`` with :meth:`config`, its
-        precision checked."""
+    def read_proto(self, proto):
+        """A ModelProto, or one serialized, -> ``openvino.Model`` (OpenVINO's ONNX reader)."""
         name = None if isinstance(proto, bytes) else proto.graph.name  # bytes: OpenVINO's name for it
         try:
-            model = self._core.read_model(serialized(proto), b"")
+            return self._core.read_model(serialized(proto), b"")
         except RuntimeError as exc:  # OpenVINO's multi-line report: keep its gist, on one line
             what = f"graph {name!r}" if name else "the serialized graph"
             raise RuntimeError(f"openvino {self._ov.__version__.split('-')[0]} cannot read {what}: "
                                f"{_gist(exc)}") from None
-        return self.compile_model(model, threads, name)
 
     def compile_model(self, model, threads: int | None = None, name: str | None = None):
         """An ``openvino.Model`` (a read graph, or one NNCF quantized) -> ``CompiledModel`` with
@@ -188,7 +186,15 @@ class OpenVinoBackend(OnnxFedBackend):
         return compiled
 
     def engine(self, proto, threads: int | None = None, dtype: np.dtype | None = None) -> "_InferPool":
-        return _InferPool(self.compile_proto(proto, threads), dtype or self._np_dtype)
+        """A ModelProto, or one serialized, compiled with :meth:`config`. A message passed on and not
+        kept (:meth:`~se_multi.backends.onnx_fed.OnnxFedBackend.compile`) is freed once read, and the
+        read graph once compiled: each holds a copy of every weight (VGG-16's 550 MB)."""
+        name = None if isinstance(proto, bytes) else proto.graph.name
+        model = self.read_proto(proto)
+        del proto
+        compiled = self.compile_model(model, threads, name)
+        del model
+        return _InferPool(compiled, dtype or self._np_dtype)
 
     def model_engine(self, model, dtype: np.dtype | None = None) -> "_InferPool":
         """:meth:`engine` for an ``openvino.Model`` already built (one NNCF quantized): compiled

@@ -62,9 +62,11 @@ def _batch_dim(batch) -> str | int:
 
 
 def build_onnx(model_or_name, weights=None, input_size=(224, 224), batch="dynamic",
-               opset: int = DEFAULT_OPSET, dtype: str = "float32", **model_kwargs):
+               opset: int = DEFAULT_OPSET, dtype: str = "float32", as_bytes: bool = False, **model_kwargs):
     """The ONNX ModelProto for a model name (bound with ``weights``) or a bound ``Model``
-    whose weights are NumPy arrays (numpy or onnxruntime backend)."""
+    whose weights are NumPy arrays (numpy or onnxruntime backend); with ``as_bytes``, that
+    model serialized, its weights never held in a message (a third of the memory at the peak:
+    ``OnnxRecorder.with_weights``)."""
     from se_multi.models import Model, create_model
 
     dtype = canonical(dtype) or str(dtype)  # an alias ("fp16", "half") -> its name; anything else refused below
@@ -80,7 +82,7 @@ def build_onnx(model_or_name, weights=None, input_size=(224, 224), batch="dynami
     h, w = _input_size(input_size)
     shape = (_batch_dim(batch), model.in_chans, h, w)
     model.check_input_size((1, model.in_chans, h, w))  # a graph with an empty output must never be written
-    proto = recorder.trace(model.module, shape, graph_name=f"se_multi_{model.name}")
+    proto = recorder.trace_graph(model.module, shape, graph_name=f"se_multi_{model.name}")
     out_shape = [d.dim_value or d.dim_param for d in proto.graph.output[0].type.tensor_type.shape.dim]
     meta = {
         "se_multi.model": model.name,
@@ -92,7 +94,7 @@ def build_onnx(model_or_name, weights=None, input_size=(224, 224), batch="dynami
         **pretrained_metadata(model.name, _num_classes(tuple(out_shape))),
     }
     _onnx().helper.set_model_props(proto, meta)
-    return proto
+    return recorder.with_weights(proto, as_bytes)
 
 
 def _input_size(input_size) -> tuple[int, int]:
@@ -114,11 +116,10 @@ def export_onnx(model_or_name, path, weights=None, input_size=(224, 224), batch=
     ``onnx.checker.check_model(full_check=True)`` (which includes strict shape inference).
     """
     onnx = _onnx()
-    proto = build_onnx(model_or_name, weights, input_size, batch, opset, dtype, **model_kwargs)
-    # serialized once: the checker and the file take the same bytes. onnx.save_model would parse
-    # bytes back into a proto and serialize it again (for external data, which a built graph never
-    # has): a fifth of an export's time for a deep model.
-    data = proto.SerializeToString()
+    # serialized as built, once: the checker and the file take the same bytes. onnx.save_model
+    # would serialize the message (2.5x the weights at protobuf's peak), parse the bytes back and
+    # serialize them again (for external data, which a built graph never has)
+    data = build_onnx(model_or_name, weights, input_size, batch, opset, dtype, as_bytes=True, **model_kwargs)
     if check:
         onnx.checker.check_model(data, full_check=True)
     from se_multi.files import atomic_output

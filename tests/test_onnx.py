@@ -19,7 +19,7 @@ import se_multi  # noqa: E402
 from se_multi import nn  # noqa: E402
 from se_multi import reference as ref  # noqa: E402
 from se_multi.backend import BackendUnavailable  # noqa: E402
-from se_multi.models import create_model, list_models  # noqa: E402
+from se_multi.models import build_model, create_model, list_models  # noqa: E402
 from se_multi.onnx_export import OnnxExportError, OnnxRecorder, build_onnx, export_onnx  # noqa: E402
 
 from _parity import FIXTURE_MODELS, expected, rel_err  # noqa: E402
@@ -56,16 +56,18 @@ def test_every_model_exports_checks_and_matches_the_reference(seeded_model, name
     *_, reference = seeded_model(name)  # one bind serves both sides
     # 64x64, or the one size a model takes (BN-Inception's fixed 7x7 pool, VGG's folded classifier)
     size = SIZE if reference.input_sizes.error(reference.in_chans, *SIZE) is None else reference.input_sizes.smallest()
-    proto = build_onnx(reference, input_size=size)
-    assert not any(n.domain for n in proto.graph.node), "custom-domain op in the graph"
-    # serialized once for the checker and the session (each serialized the weights on its own: 18 s
-    # of this file's 190 s went to the second copy, 2026-12-03)
-    data = proto.SerializeToString()
+    # serialized as built (what export_onnx writes), once for the checker and the session: the
+    # message and protobuf's serializing were 2.5x VGG-16's 550 MB of weights at their peak, and
+    # the largest memory peak of the test command's workers (2026-12-05)
+    data = build_onnx(reference, input_size=size, as_bytes=True)
     # full_check: the checker also runs strict shape inference with type checks
     # (infer_shapes(check_type=True, strict_mode=True)), which this test ran a second time
     onnx.checker.check_model(data, full_check=True)
     x = _x((2, reference.in_chans, *size))  # RGB, or QuickNAT's one MRI channel
-    y, expect = _run(data, x), reference(x.astype(np.float64))
+    y = _run(data, x)
+    assert not any(n.domain for n in onnx.ModelProto.FromString(data).graph.node), "custom-domain op in the graph"
+    del data
+    expect = reference(x.astype(np.float64))
     assert y.shape == expect.shape
     assert rel_err(y, expect) <= 1e-4
 
@@ -152,6 +154,45 @@ def test_ceil_mode_pools_follow_pytorch(backend, size, kernel, stride, pad, coun
     np.testing.assert_allclose(ops.avg_pool2d(x, k, s, p, True, count_include_pad),
                                ref.avg_pool2d(x, k, s, p, True, count_include_pad), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ops.max_pool2d(x, k, s, p, True), ref.max_pool2d(x, k, s, p, True), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name,dtype,symbolic_hw", [
+    ("seresnet50", "float32", True),  # scalars, int lists, a linear weight used as a 1x1 conv
+    ("quicknat", "float32", False),   # int64 max-pool indices, max-unpool, PReLU slopes
+    ("mobilenetv3_small_100", "float16", True),
+])
+def test_a_graph_traced_as_bytes_parses_as_the_traced_message(name, dtype, symbolic_hw):
+    """What the engines read (the model serialized as traced, its weights never in a message) is
+    the ModelProto :meth:`OnnxRecorder.trace` gives, field for field, read back by protobuf."""
+    model = create_model(name, backend="onnxruntime", dtype=dtype)
+    shape = ("batch", model.in_chans, 64, 64)
+    traced = OnnxRecorder(dtype).trace(model.module, shape, symbolic_hw=symbolic_hw)
+    data = OnnxRecorder(dtype).trace(model.module, shape, symbolic_hw=symbolic_hw, as_bytes=True)
+    assert len(traced.graph.initializer) > 10
+    assert onnx.ModelProto.FromString(data) == traced
+    # what export_onnx writes: the model with its metadata, serialized as built
+    kwargs = dict(input_size=(64, 64), dtype=dtype)
+    assert onnx.ModelProto.FromString(build_onnx(model, **kwargs, as_bytes=True)) == build_onnx(model, **kwargs)
+    # no weight written twice: beyond the message's own size, only each weight's graph-field framing
+    assert traced.ByteSize() < len(data) < traced.ByteSize() + 8 * len(traced.graph.initializer)
+
+
+def test_a_model_s_session_keeps_no_copy_of_its_serialized_graph():
+    """ONNX Runtime keeps the bytes a session is made from for the session's life; the session of a
+    bound model lets them go, so a model's memory is its weights and the session, not the weights
+    twice more. tracemalloc sees Python's bytes, so a kept copy shows as the graph's size."""
+    import tracemalloc
+
+    model = create_model("seresnet18", backend="onnxruntime")  # 11.8M weights: 47 MB in float32
+    graph_bytes = 4 * sum(int(np.prod(p.shape)) for p in build_model("seresnet18").param_specs().values())
+    tracemalloc.start()
+    try:
+        model(_x((1, 3, 64, 64)))  # exports, serializes and makes the session
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak >= graph_bytes, "the serialized graph was never made: the test measures nothing"
+    assert kept < graph_bytes / 4, f"{kept / 2**20:.0f} MiB kept after the session was made"
 
 
 def test_op_sessions_are_cached_by_signature():
