@@ -30,6 +30,19 @@ EXTRA_DTYPES = {"numpy": ("float64",), "torch": ("float64", "float16", "bfloat16
 NEEDS_CPU_DTYPE = {("openvino", "bfloat16")}
 
 
+def test_this_module_runs_on_one_worker(request):
+    """The weights below are drawn once only where the module's tests share a process: each
+    carries its module's ``xdist_group`` (tests/conftest.py), and under pytest-xdist (the
+    README's command: ``--dist loadgroup``) the group is in the test's id, which is what the
+    controller schedules by. Neither held on 2026-12-05 (pytest 9.2, and the workers never told)."""
+    assert [m.args[0] for m in request.node.iter_markers("xdist_group")] == ["module:test_conformance"]
+    workerinput = getattr(request.config, "workerinput", None)
+    if workerinput is not None:  # an xdist worker: told how the controller schedules
+        assert "loadgroup" in workerinput
+        if workerinput["loadgroup"]:
+            assert request.node.nodeid.endswith("@module:test_conformance"), request.node.nodeid
+
+
 @pytest.fixture(scope="module")
 def broken():
     """``tests.broken_backends`` imported the way ``--backend tests.broken_backends:X`` imports it."""
