@@ -163,7 +163,7 @@ class OpenVinoBackend(OnnxFedBackend):
     # ------------------------------------------------------------------ engine
     def read_proto(self, proto):
         """A ModelProto, or one serialized, -> ``openvino.Model`` (OpenVINO's ONNX reader)."""
-        name = None if isinstance(proto, bytes) else proto.graph.name  # bytes: OpenVINO's name for it
+        name = _graph_name(proto)
         try:
             return self._core.read_model(serialized(proto), b"")
         except RuntimeError as exc:  # OpenVINO's multi-line report: keep its gist, on one line
@@ -189,7 +189,7 @@ class OpenVinoBackend(OnnxFedBackend):
         """A ModelProto, or one serialized, compiled with :meth:`config`. A message passed on and not
         kept (:meth:`~se_multi.backends.onnx_fed.OnnxFedBackend.compile`) is freed once read, and the
         read graph once compiled: each holds a copy of every weight (VGG-16's 550 MB)."""
-        name = None if isinstance(proto, bytes) else proto.graph.name
+        name = _graph_name(proto)
         model = self.read_proto(proto)
         del proto
         compiled = self.compile_model(model, threads, name)
@@ -200,6 +200,11 @@ class OpenVinoBackend(OnnxFedBackend):
         """:meth:`engine` for an ``openvino.Model`` already built (one NNCF quantized): compiled
         with this backend's settings, ``runner(*inputs)`` -> NumPy output."""
         return _InferPool(self.compile_model(model), dtype or self._np_dtype)
+
+
+def _graph_name(proto) -> str | None:
+    """A ModelProto's graph name, for errors; ``None`` for bytes (OpenVINO names those itself)."""
+    return None if isinstance(proto, bytes) else proto.graph.name
 
 
 def _amx() -> bool:

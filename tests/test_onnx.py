@@ -19,6 +19,7 @@ import se_multi  # noqa: E402
 from se_multi import nn  # noqa: E402
 from se_multi import reference as ref  # noqa: E402
 from se_multi.backend import BackendUnavailable  # noqa: E402
+from se_multi.backends.onnx_fed import serialized  # noqa: E402
 from se_multi.models import build_model, create_model, list_models  # noqa: E402
 from se_multi.onnx_export import OnnxExportError, OnnxRecorder, build_onnx, export_onnx  # noqa: E402
 
@@ -39,8 +40,7 @@ def _ort():
 
 def _run(proto, x, dtype="float32"):
     """``proto`` (a ModelProto, or one serialized) run on an ONNX Runtime session."""
-    data = proto if isinstance(proto, bytes) else proto.SerializeToString()
-    sess = se_multi.get_backend("onnxruntime", dtype=dtype).session(data)
+    sess = se_multi.get_backend("onnxruntime", dtype=dtype).session(serialized(proto))
     return sess.run(None, {"input": x})[0]
 
 
