@@ -41,6 +41,8 @@ OUTPUT_NAME = "output"
 BATCH_DIM = "batch"
 #: names of the input's symbolic H and W in a size-generic graph
 SPATIAL_DIMS = ("height", "width")
+#: the largest serialized model protobuf reads (a message's size is a signed 32-bit int)
+MAX_MODEL_BYTES = 2**31 - 1
 
 
 #: Equivalent forms of an op for a runtime that computes the plain ONNX form wrong; a backend
@@ -259,6 +261,10 @@ class OnnxRecorder(Backend):
             tensor_size = len(head) + raw.nbytes
             initializer = initializer_tag + _varint(tensor_size)
             pieces += [graph_tag + _varint(len(initializer) + tensor_size) + initializer + head, raw]
+        size = sum(len(piece) if isinstance(piece, bytes) else piece.nbytes for piece in pieces)
+        if size > MAX_MODEL_BYTES:  # protobuf's own serializer refuses these with "Failed to serialize proto"
+            raise OnnxExportError(f"ONNX export: the model is {size / 2**30:.2f} GiB serialized; an ONNX file "
+                                  f"holds at most {MAX_MODEL_BYTES / 2**30:.2f} GiB (protobuf's limit)")
         return b"".join(pieces)
 
     # ------------------------------------------------------------------ Backend: arrays

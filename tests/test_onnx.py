@@ -177,6 +177,18 @@ def test_a_graph_traced_as_bytes_parses_as_the_traced_message(name, dtype, symbo
     assert traced.ByteSize() < len(data) < traced.ByteSize() + 8 * len(traced.graph.initializer)
 
 
+def test_a_model_past_protobuf_s_limit_is_one_clear_error_and_no_file(tmp_path, monkeypatch):
+    """Bytes past 2 GiB are no ONNX file any reader parses (protobuf's own serializer refuses them):
+    export names the limit and writes nothing. The limit is lowered to seresnet18's size here."""
+    from se_multi.backends import onnx_recorder
+
+    monkeypatch.setattr(onnx_recorder, "MAX_MODEL_BYTES", 10 * 2**20)
+    out = tmp_path / "big.onnx"
+    with pytest.raises(OnnxExportError, match=r"the model is 0\.04 GiB serialized; an ONNX file holds at most 0\.01 GiB"):
+        export_onnx("seresnet18", out, input_size=(32, 32), check=False)
+    assert not out.exists()
+
+
 def test_a_model_s_session_keeps_no_copy_of_its_serialized_graph():
     """ONNX Runtime keeps the bytes a session is made from for the session's life; the session of a
     bound model lets them go, so a model's memory is its weights and the session, not the weights
