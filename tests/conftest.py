@@ -305,12 +305,23 @@ KEEP_FREED_MEMORY = Path(__file__).with_name("keep_freed_memory.c")
 
 def _keep_freed_memory(workers: int) -> None:
     """Preload :data:`KEEP_FREED_MEMORY`, built with the C compiler Python was built with, into
-    the workers (and their child processes), its limit half the machine's memory shared by the
-    workers (``SE_MULTI_TRIM_ABOVE_MB``: 6 GB each for 2 workers on 24 GB): below it, a library's
-    ``malloc_trim(0)`` keeps the worker's freed memory. The whole test command, same tree, back to
-    back (2026-12-04, 2 cores, a host where each fresh huge page cost ~5 ms): 673 s -> 574 s,
-    system time 429 -> 296 s, huge pages faulted in 86,420 -> 37,743. Never trimming instead let
-    both workers grow past 10 GB, and the kernel ended one for want of memory. Where no compiler
+    the workers (and their child processes), its limit a quarter of the machine's memory shared
+    by the workers (``SE_MULTI_TRIM_ABOVE_MB``: 3 GB each for 2 workers on 24 GB): below it, a
+    library's ``malloc_trim(0)`` keeps the worker's freed memory. The whole test command, same
+    tree, back to back (2026-12-04, 2 cores, a host where each fresh huge page cost ~5 ms), with
+    half the memory: 673 s -> 574 s, system time 429 -> 296 s, huge pages faulted in 86,420 ->
+    37,743. Never trimming instead let both workers grow past 10 GB, and the kernel ended one for
+    want of memory.
+
+    Why a quarter, not half: this VM (Firecracker; its kernel reports free memory to the host,
+    ``page_reporting_order=11``) backs only so much of its memory cheaply. A process touching 1
+    GB more at a time faulted 1.1-1.4 us a page while the VM used under ~9-12 GB, 26-34 us
+    beyond (2026-12-05; where the cliff lies moved with the host's state). The workers kept up
+    to 6 GB each, so the run's last minutes, when both build the largest models at once, ran
+    beyond it (anonymous memory 13.0-13.3 GB, system time up to half the CPU). Back to back,
+    half -> a quarter -> an eighth -> half -> a quarter: 403 / 388 / 391 / 392 / 378 s, system
+    time 125 / 98 / 125 / 122 / 87 s, anonymous memory at most 13.3 / 10.3 / 11.1 / 13.0 / 10.2
+    GB (an eighth trims so often that the freed memory is faulted in again). Where no compiler
     runs, or the environment preloads something already, the workers keep glibc's."""
     import atexit
     import os
@@ -333,7 +344,7 @@ def _keep_freed_memory(workers: int) -> None:
         return  # no working C compiler: glibc's own malloc_trim
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     _set_for_workers("LD_PRELOAD", library)
-    _set_for_workers("SE_MULTI_TRIM_ABOVE_MB", str(memory // (2 * workers) // 2**20))
+    _set_for_workers("SE_MULTI_TRIM_ABOVE_MB", str(memory // (4 * workers) // 2**20))
 
 
 #: the header every MLX CPU kernel's source includes first, and the flags MLX builds each kernel
