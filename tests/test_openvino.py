@@ -199,6 +199,26 @@ def test_bfloat16_models_at_sizes_with_one_column_layer4():
         assert max_rel_error(model(x), want(x.astype(np.float64))) <= MODEL_TOLERANCES["bfloat16"], name
 
 
+@pytest.mark.parametrize("what", ["not a graph", "an op no reader knows"])
+def test_a_graph_openvino_cannot_read_is_one_line_naming_it(what):
+    """The ONNX frontend's failures (bytes that are no ModelProto, an op it has no rule for) reach
+    the caller as one line naming the graph, as ``Core.read_model``'s did."""
+    from onnx import TensorProto, helper
+
+    if what == "not a graph":
+        data, named = b"not an ONNX graph", "the serialized graph"
+    else:
+        node = helper.make_node("NoSuchOp", ["x"], ["y"], domain="example.custom")
+        graph = helper.make_graph([node], "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+        data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                       helper.make_opsetid("example.custom", 1)])
+        named = "graph 'tiny'"
+    with pytest.raises(RuntimeError, match=rf"^openvino [0-9.]+ cannot read {named}: ") as info:
+        _ov().read_proto(data)
+    assert "\n" not in str(info.value) and ("NoSuchOp" in str(info.value)) == (what != "not a graph")
+
+
 def test_exported_file_runs_on_openvino(tmp_path):
     from se_multi.onnx_export import export_onnx
     import se_multi
