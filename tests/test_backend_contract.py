@@ -128,14 +128,23 @@ def test_a_backend_s_param_dtype_binds_the_weights_float64_folding_gives(backend
     models = [(build_model(name, **entries()[name].conformance_options), cases[name])
               for name in ("mobilenetv3_small_100", "se_vgg16_bn")]
     assert entries()["se_vgg16_bn"].conformance_options == {"hidden_features": 64, "img_size": (32, 32)}
-    set_for = []
+    set_for, lacked = [], []
     for declaration, shape in models:
         state = recipe_state((k, s.shape, s.kind) for k, s in declaration.param_specs().items())
         x = recipe_input(shape, seed=3)
         for dtype in backend_class(backend).dtypes:
             if dtype == "int8":
                 continue  # quantized from the float32 graph: float32 covers its weights
-            direct, via_float64 = get_backend(backend, dtype=dtype), get_backend(backend, dtype=dtype)
+            try:
+                direct, via_float64 = get_backend(backend, dtype=dtype), get_backend(backend, dtype=dtype)
+            except ValueError as err:
+                # a dtype the device here lacks (OpenVINO's CPU plugin lists FP16 only on CPUs
+                # with float16 units; an AMD EPYC's list has BF16 and no FP16): the backend's own
+                # refusal, tested in tests/test_openvino.py; any other error is ours
+                if not re.search(rf"device \S+ has no {dtype} ", str(err)):
+                    raise
+                lacked.append(dtype)
+                continue
             via_float64.param_dtype = "float64"
             if direct.param_dtype == "float64":
                 continue
@@ -143,7 +152,7 @@ def test_a_backend_s_param_dtype_binds_the_weights_float64_folding_gives(backend
             got = se_multi.to_numpy(Model("m", declaration.bind(state, direct), direct)(x))
             want = se_multi.to_numpy(Model("m", declaration.bind(state, via_float64), via_float64)(x))
             assert got.tobytes() == want.tobytes(), (backend, dtype, shape)
-    assert "float32" in set_for  # every built-in CPU backend folds straight into float32
+    assert "float32" in set_for, (set_for, lacked)  # every built-in CPU backend folds straight into float32
 
 
 def test_host_weight_copies_a_checkpoint_tensor_and_never_a_shape_tracer_s_zeros():
