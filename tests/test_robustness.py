@@ -47,12 +47,23 @@ def _assert_clear_error_or_correct(results: dict, tolerance: float) -> None:
             assert r["error"] == "ValueError", (case, r)
             assert r["message"].startswith(f"{model}: a {size} input does not fit: "), (case, r)
             assert "the smallest input that works is" in r["message"], (case, r)
-        else:
-            assert r["finite"] and r["rel_err"] <= tolerance, (case, r)
+        else:  # logits where the float64 reference refused the input: rel_err None, a failure
+            assert r["finite"] and r["rel_err"] is not None and r["rel_err"] <= tolerance, (case, r)
 
 
-def test_tiny_and_odd_inputs_give_a_clear_error_or_correct_logits(any_backend):
-    results = _worker("tiny", any_backend)
+@pytest.fixture(scope="module")
+def tiny_references(tmp_path_factory) -> str:
+    """The float64 reference's logits of every tiny and odd case (``robustness_worker.py``'s
+    ``write_references``), computed once here for the children that compare with them."""
+    import robustness_worker
+
+    path = tmp_path_factory.mktemp("tiny_references") / "references.npz"
+    robustness_worker.write_references(path)
+    return str(path)
+
+
+def test_tiny_and_odd_inputs_give_a_clear_error_or_correct_logits(any_backend, tiny_references):
+    results = _worker("tiny", any_backend, tiny_references)
     _assert_clear_error_or_correct(results, MODEL_TOLERANCES["float32"])
     # the smallest valid input of each family runs, and what is refused is refused everywhere alike
     assert not any("error" in r for case, r in results.items() if case in (
@@ -60,9 +71,9 @@ def test_tiny_and_odd_inputs_give_a_clear_error_or_correct_logits(any_backend):
     assert all("error" in results[f"legacy_seresnet50 {s}"] for s in ("1x1", "2x2", "2x224", "31x2"))
 
 
-def test_export_refuses_what_a_model_refuses_and_never_writes_an_empty_graph():
+def test_export_refuses_what_a_model_refuses_and_never_writes_an_empty_graph(tiny_references):
     require_backend("onnxruntime")
-    results = _worker("export")
+    results = _worker("export", tiny_references)
     _assert_clear_error_or_correct(results, MODEL_TOLERANCES["float32"])
     for case, r in results.items():
         assert r["file_written"] == ("error" not in r), case
