@@ -19,6 +19,9 @@ The policy, in one place (the README's "Caches and threads" section says the sam
   :data:`INFER_REQUESTS_PER_GRAPH` idle ones are kept per graph, the rest dropped when they finish.
 - **Input-size verdicts** (does an input size fit a model's graph): at most
   :data:`INPUT_SIZE_VERDICTS` per model; each is a few bytes.
+- **Installed backends' entry points** (:func:`se_multi.dispatch._entry_points`): one reading per
+  process, read again when a ``sys.path`` folder has changed since (installing or removing a
+  package changes its folder), as Python's own path finder keeps a folder's listing.
 
 Nothing is keyed by ``id()``: keys are shapes and op signatures.
 """

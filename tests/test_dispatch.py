@@ -3,8 +3,11 @@ torch backend's array conversion and device handling."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -34,6 +37,38 @@ def test_unknown_name_lists_the_known_backends():
     assert "unknown backend 'tensorflow'" in msg
     for name in dispatch.BUILTIN_BACKENDS:
         assert name in msg
+
+
+def test_a_plugin_installed_or_removed_is_seen_by_the_next_lookup(tmp_path, monkeypatch):
+    """The ``se_multi.backends`` entry points are read once per state of the import path: a
+    distribution installed (its ``.dist-info`` folder appears in a ``sys.path`` folder) or removed
+    after a lookup is seen by the next one, and lookups in between read no metadata."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    reads = []
+    entry_points = dispatch.metadata.entry_points
+    monkeypatch.setattr(dispatch.metadata, "entry_points", lambda **kw: reads.append(kw) or entry_points(**kw))
+
+    def changed_long_ago():  # the folder's time differs from the next change's, whatever the clock's tick
+        then = time.time() - 3600 - len(reads)
+        os.utime(site, (then, then))
+
+    changed_long_ago()
+    assert "imaginary_ep" not in dispatch.known_backends()
+    assert "imaginary_ep" not in dispatch.known_backends() and len(reads) == 1
+    info = site / "imaginary_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: imaginary-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[se_multi.backends]\nimaginary_ep = {MISSING}\n")
+    assert dispatch.known_backends()["imaginary_ep"] == MISSING
+    with pytest.raises(BackendUnavailable, match="not installed"):
+        se_multi.get_backend("imaginary_ep")
+    assert len(reads) == 2
+    changed_long_ago()
+    assert "imaginary_ep" in dispatch.backend_status()
+    shutil.rmtree(info)
+    assert "imaginary_ep" not in dispatch.known_backends() and len(reads) == 4
 
 
 def test_module_class_path_must_name_a_backend_class():
