@@ -184,14 +184,14 @@ def test_family_counts_equal_the_hand_count_and_timms(name):
 
 
 @pytest.mark.parametrize("name", WITHOUT_FIXTURE)
-def test_family_model_runs_and_matches_the_float64_reference(name):
+def test_family_model_runs_and_matches_the_float64_reference(seeded_model, name):
     """Each name without a fixture: seeded weights bound once per backend, a batch of 2 at an odd,
     unequal small size; numpy float32 and torch against the float64 reference (onnxruntime: every
-    registered model in test_onnx). The declared state is loaded strictly on each bind."""
-    specs = build_model(name).param_specs()
-    state = recipe_state((k, s.shape, s.kind) for k, s in specs.items())
+    registered model in test_onnx, which draws and binds the same weights: ``seeded_model``). The
+    declared state is loaded strictly on each bind."""
+    _, state, reference_model = seeded_model(name)
     x = recipe_input((2, 3, 35, 29))
-    reference = _bound_output(name, {}, state, "numpy", "float64", x)
+    reference = se_multi.to_numpy(reference_model(x.astype(np.float64)))
     assert reference.shape == (2, 1000) and np.isfinite(reference).all()
     runs = [("numpy", "float32"), ("torch", "float32")]
     status = se_multi.backend_status()
