@@ -8,6 +8,7 @@ run uses that, so collecting and running one round stays fast). ``SE_MULTI_BENCH
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 
 import numpy as np
@@ -21,6 +22,14 @@ SIZE = int(os.environ.get("SE_MULTI_BENCH_SIZE", "224"))
 #: instead of the default set (any name of ``se_multi.list_models()``)
 MODELS = tuple(m.strip() for m in os.environ.get("SE_MULTI_BENCH_MODELS", "").split(",") if m.strip())
 BACKENDS = ("numpy", "torch", "mlx", "cupy", "onnxruntime", "openvino")
+
+
+def requires(*packages: str):
+    """A benchmark module's ``pytestmark``: its tests skip where a package is not installed, found
+    without importing it. ``pytest.importorskip`` at module level imported torch (1.5 s) in every
+    collection of the benchmarks, also in runs that select none of the module's tests."""
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"not installed: {', '.join(missing)}")
 
 
 def skip_unless_available(backend: str) -> None:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.conftest import SIZE, cached_input, skip_unless_available
+from benchmarks.conftest import SIZE, cached_input, requires, skip_unless_available
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnx")
+pytestmark = requires("torch", "onnx")
 
 
 @pytest.mark.parametrize("batch", [1, 8])

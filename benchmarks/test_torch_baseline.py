@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.conftest import cached_input, cached_model
+from benchmarks.conftest import cached_input, cached_model, requires
 
-torch = pytest.importorskip("torch")
+pytestmark = requires("torch")
 
 
 @pytest.mark.parametrize("batch", [1, 8])
 @pytest.mark.parametrize("model", ["seresnet50", "resnet50"])
 def test_torch_eager_baseline(benchmark, model, batch):
+    import torch
+
     from benchmarks import torch_baseline
     from se_multi.init import recipe_state
 
