@@ -1,6 +1,7 @@
 """Every cache se_multi keeps: bounded, least-recently-used, thread-safe, and stated here.
 
-The policy, in one place (the README's "Caches and threads" section says the same):
+The policy, in one place (the Backends page's "Input sizes, caches and threads" section,
+docs/backends.md, says the same):
 
 - **Compiled graphs live with the bound model they were compiled from** (the module that
   :meth:`se_multi.nn.Module.bind` returned), never in a backend object: dropping a model
